@@ -1,0 +1,85 @@
+"""The node's Prometheus metrics, on a collector registry of its own.
+
+Each :class:`NodeMetrics` owns a :class:`prometheus_client.CollectorRegistry`,
+so several nodes in one process (tests, benchmarks) never share counters.
+The names are part of the public surface (alert rules and dashboards use them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0, 60.0)
+REPAIR_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+PREFIX = "schemacache_"
+
+
+class NodeMetrics:
+    """Every metric a node exports.
+
+    :param registry: the collector registry to register on (default: a new one).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = PREFIX
+        self.events_received = Counter(
+            f"{p}events_received", "Watch events received", ["kind", "type"], registry=r)
+        self.handler_calls = Counter(
+            f"{p}handler_calls", "Handler calls by outcome (ok|error|timeout|permanent)",
+            ["kind", "op", "outcome"], registry=r)
+        self.handler_duration = Histogram(
+            f"{p}handler_duration_seconds", "Handler call duration", ["kind", "op"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.retries = Counter(f"{p}retries", "Handler retries scheduled", ["kind"], registry=r)
+        self.retries_exhausted = Counter(
+            f"{p}retries_exhausted", "Events whose retries were exhausted", ["kind"], registry=r)
+        self.failed_keys = Gauge(f"{p}failed_keys", "Keys recorded as failed", registry=r)
+        self.blocked_keys = Gauge(
+            f"{p}blocked_keys", "Keys parked behind a failing prerequisite", registry=r)
+        self.repairs = Counter(
+            f"{p}repairs", "Repairs (full syncs) by reason and outcome", ["reason", "outcome"],
+            registry=r)
+        self.repair_duration = Histogram(
+            f"{p}repair_duration_seconds", "Repair duration", buckets=REPAIR_BUCKETS, registry=r)
+        self.last_repair_success = Gauge(
+            f"{p}last_repair_success_timestamp_seconds",
+            "Unix time of the last successful repair", registry=r)
+        self.applied_revision = Gauge(
+            f"{p}applied_revision", "Registry revision the node has fully processed", registry=r)
+        self.registry_revision = Gauge(
+            f"{p}registry_revision", "Newest registry revision the node knows of", registry=r)
+        self.revision_lag = Gauge(
+            f"{p}revision_lag", "registry_revision - applied_revision", registry=r)
+        self.propagation = Histogram(
+            f"{p}propagation_seconds", "Registry commit to handler applied", buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.queue_depth = Gauge(f"{p}queue_depth", "Keys waiting in the work queue", registry=r)
+        self.queue_longest_running = Gauge(
+            f"{p}queue_longest_running_seconds", "Age of the longest-running handler call",
+            registry=r)
+        self.watch_restarts = Counter(
+            f"{p}watch_restarts", "Watch restarts by reason", ["reason"], registry=r)
+        self.registry_connected = Gauge(
+            f"{p}registry_connected", "1 while the watch is connected", registry=r)
+        self.cache_entries = Gauge(
+            f"{p}cache_entries", "Applied resources by kind", ["kind"], registry=r)
+        self.alerts_sent = Counter(
+            f"{p}alerts_sent", "Alert notifications by outcome", ["alertname", "outcome"],
+            registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def exported_names(metrics: NodeMetrics) -> set[str]:
+    """Every sample name the metrics expose (``_total``, ``_bucket``, … included)."""
+    names: set[str] = set()
+    for family in metrics.registry.collect():
+        names.add(family.name)
+        for sample in family.samples:
+            names.add(sample.name)
+    return names

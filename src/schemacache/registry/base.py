@@ -1,0 +1,248 @@
+"""The Registry interface every backend implements, and the write rules they share.
+
+Revision semantics are etcd's: one counter for the whole registry, +1 per
+write; ``create_revision``/``mod_revision`` are set by the registry.
+``put(expected_revision=0)`` creates only; ``expected_revision=N`` is a
+compare-and-set on the key's ``mod_revision``.  ``watch(prefix, start)`` yields
+every event with ``revision >= start`` in order, with no gaps and no repeats,
+and raises :class:`CompactedError` when ``start`` is older than the oldest
+revision kept (``start < compact_revision``, as etcd does).
+
+Writes enforce references (a measure needs its group of catalog MEASURE, a
+binding its rules and subject, a top-N its source measure); a delete of a
+referenced key is refused unless ``cascade=True``.
+
+Node registrations (:class:`NodeInfo`) are not schema: they live apart from
+the schema keys, expire with a lease unless refreshed, and never show up in
+``list``/``watch``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from ..errors import ReferencedError, ValidationError
+from ..kinds import delete_order, references
+from ..model import Event, Resource
+
+DEFAULT_NODE_TTL = 10.0
+"""Seconds a node registration lives without a refresh."""
+
+DEFAULT_HISTORY = 100_000
+"""Revisions of change history kept by the embedded backends before compaction."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live node, as registered in the registry.
+
+    :param name: the node's unique name.
+    :param admin_url: base URL of the node's admin HTTP server.
+    """
+
+    name: str
+    admin_url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "admin_url": self.admin_url}
+
+
+@dataclass
+class NodeLease:
+    """A node registration kept alive by :meth:`refresh`; gone after ``ttl`` without one.
+
+    :param info: what was registered.
+    :param ttl: seconds the registration lives without a refresh.
+    :param refresh: coroutine function extending the lease by ``ttl``
+        (re-registers if the lease had already expired).
+    :param revoke: coroutine function removing the registration at once.
+    """
+
+    info: NodeInfo
+    ttl: float
+    refresh: Callable[[], Any] = field(repr=False)
+    revoke: Callable[[], Any] = field(repr=False)
+
+
+class Registry(abc.ABC):
+    """The single source of truth of the schema (an async interface).
+
+    Obtain one with :func:`schemacache.open_registry`; use it as an async
+    context manager or call :meth:`close`.
+    """
+
+    url: str = ""
+
+    # --- reads --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Resource:
+        """The current version of ``key``; raises :class:`NotFoundError`."""
+
+    @abc.abstractmethod
+    async def list(self, prefix: str = "") -> tuple[list[Resource], int]:
+        """Every schema resource whose key starts with ``prefix``, sorted by key,
+        and the revision of that snapshot (taken atomically)."""
+
+    @abc.abstractmethod
+    async def revision(self) -> int:
+        """The registry's current revision."""
+
+    @abc.abstractmethod
+    async def cluster_id(self) -> str:
+        """An id that changes when the registry is recreated (a reset)."""
+
+    # --- writes -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put(self, resource: Resource, expected_revision: int | None = None) -> int:
+        """Create or update ``resource``; returns the new revision.
+
+        :param resource: the resource; its revisions are ignored.
+        :param expected_revision: ``None`` = unconditional, ``0`` = must not
+            exist, ``N`` = the key's mod_revision must be ``N``
+            (else :class:`ConflictError`).
+        """
+
+    @abc.abstractmethod
+    async def delete(
+        self, key: str, expected_revision: int | None = None, cascade: bool = False
+    ) -> int:
+        """Delete ``key``; returns the revision of the delete.
+
+        :param expected_revision: as for :meth:`put` (``None`` = unconditional).
+        :param cascade: delete the resources that reference ``key`` first, each
+            as its own write, dependents first; without it a referenced key
+            raises :class:`ReferencedError`.
+        """
+
+    @abc.abstractmethod
+    async def compact(self, revision: int) -> None:
+        """Drop change history older than ``revision``."""
+
+    # --- changes ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def watch(self, prefix: str = "", start_revision: int | None = None) -> AsyncIterator[Event]:
+        """Every change under ``prefix`` from ``start_revision`` on (default: from
+        the next revision), in revision order.  Iterate it; closing the iterator
+        stops the watch.  Raises :class:`CompactedError` if ``start_revision``
+        was compacted."""
+
+    # --- node registrations ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_node(
+        self, name: str, admin_url: str, ttl: float = DEFAULT_NODE_TTL
+    ) -> NodeLease:
+        """Register a live node under a lease of ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def list_nodes(self) -> list[NodeInfo]:
+        """The nodes whose registration has not expired, sorted by name."""
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections; the registry is unusable afterwards."""
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+# ---------------------------------------------------------------- shared write rules
+
+
+def check_references(resource: Resource, lookup: Callable[[str], Resource | None]) -> list[str]:
+    """Check that every key ``resource`` references exists (with the right catalog).
+
+    :param lookup: returns the current version of a key, or ``None``.
+    :returns: the referenced keys (backends that can compare them in a
+        transaction use this list).
+    :raises ValidationError: naming the referencing field.
+    """
+    keys = []
+    for ref in references(resource):
+        target = lookup(ref.key)
+        if target is None:
+            raise ValidationError(f"references {ref.key}, which does not exist", field=ref.path)
+        if ref.catalog is not None and target.spec.get("catalog") != ref.catalog:
+            raise ValidationError(
+                f"group {target.name!r} has catalog {target.spec.get('catalog')}, "
+                f"a {resource.kind} needs {ref.catalog}",
+                field=ref.path,
+            )
+        keys.append(ref.key)
+    return keys
+
+
+def check_group_update(
+    resource: Resource, current: Resource | None, members: Callable[[], Iterable[Resource]]
+) -> None:
+    """Refuse to change a group's catalog while resources still live in it."""
+    if resource.kind != "group" or current is None:
+        return
+    if resource.spec.get("catalog") != current.spec.get("catalog") and any(True for _ in members()):
+        raise ValidationError(
+            "catalog cannot change while the group has members", field="spec.catalog"
+        )
+
+
+def direct_dependents(key: str, candidates: Iterable[Resource]) -> list[Resource]:
+    """The resources among ``candidates`` that reference ``key``."""
+    return [c for c in candidates if any(ref.key == key for ref in references(c))]
+
+
+def cascade_plan(key: str, candidates: Iterable[Resource]) -> list[Resource]:
+    """Every resource that transitively references ``key``, in delete order.
+
+    :param candidates: the resources that may reference ``key`` (all of them,
+        or a superset of the dependents).
+    """
+    pool = [c for c in candidates if c.key != key]
+    found: dict[str, Resource] = {}
+    frontier = [key]
+    while frontier:
+        target = frontier.pop()
+        for dep in direct_dependents(target, pool):
+            if dep.key not in found:
+                found[dep.key] = dep
+                frontier.append(dep.key)
+    return delete_order(found.values())
+
+
+def refuse_if_referenced(key: str, candidates: Iterable[Resource]) -> None:
+    """Raise :class:`ReferencedError` if any candidate references ``key``."""
+    deps = direct_dependents(key, candidates)
+    if deps:
+        raise ReferencedError(key, [d.key for d in deps])
+
+
+def dependent_candidates_prefixes(key: str) -> list[str]:
+    """Key prefixes under which resources referencing ``key`` can live.
+
+    A group's members live in that group; a measure can also be the source of
+    a top-N aggregation in another group, so its candidates are every
+    ``topn_aggregation/`` key as well.
+    """
+    kind, _, rest = key.partition("/")
+    if kind == "group":
+        return [f"{k}/{rest}/" for k in ("stream", "measure", "trace", "property", "index_rule",
+                                          "index_rule_binding", "topn_aggregation")]
+    group = rest.split("/", 1)[0]
+    prefixes = [f"index_rule_binding/{group}/"]
+    if kind == "measure":
+        prefixes.append("topn_aggregation/")
+    return prefixes
