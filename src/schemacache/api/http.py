@@ -1,0 +1,97 @@
+"""Run an ASGI app with uvicorn inside the current event loop.
+
+Both HTTP servers (the registry API and a node's admin server) need the same
+thing: bind ``host:port`` (port 0 = any free port), learn the real port, serve
+in the background and stop cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from typing import Any
+
+import uvicorn
+
+STARTUP_TIMEOUT = 10.0
+"""Seconds to wait for uvicorn to start serving."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:8080`` for IPv6) into host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bad listen address {listen!r}: expected host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class UvicornServer:
+    """An ASGI app served in the background of the running loop.
+
+    :param app: the ASGI application.
+    :param listen: ``host:port`` to bind (default ``127.0.0.1:0``, any free port).
+    :param log_level: uvicorn's log level (default ``warning``).
+    """
+
+    def __init__(self, app: Any, listen: str = "127.0.0.1:0", log_level: str = "warning"):
+        self.app = app
+        self.host, self.port = parse_listen(listen)
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> str:
+        """Bind, start serving and return the base URL."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._socket = sock
+        config = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off",
+                                access_log=False)
+        self._server = uvicorn.Server(config)
+        # A server inside a larger program must not install its own signal handlers.
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"HTTP server on {self.url} did not start")
+            await asyncio.sleep(0.01)
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving and wait for the server task to end."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(self._task, timeout=5.0)
+                except TimeoutError:
+                    self._task.cancel()
+                    await asyncio.gather(self._task, return_exceptions=True)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._task = self._socket = None
