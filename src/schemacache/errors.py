@@ -88,16 +88,24 @@ class ValidationError(SchemaCacheError, ValueError):
     :param field: dotted path of the offending field (``spec.entity.tag_names[0]``),
         or ``None`` when the whole document is at fault.
     :param document: which document of a manifest (1-based), if known.
+    :param source: the file the manifest came from, if any.
     """
 
-    def __init__(self, message: str, field: str | None = None, document: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        document: int | None = None,
+        source: str | None = None,
+    ):
         self.reason = message
         self.field = field
         self.document = document
+        self.source = source
         super().__init__(self._render())
 
     def _render(self) -> str:
-        parts = []
+        parts = [self.source] if self.source else []
         if self.document is not None:
             parts.append(f"document {self.document}")
         if self.field:

@@ -175,7 +175,8 @@ class StreamSpec(_Strict):
 
     @model_validator(mode="after")
     def _entity_declared(self) -> StreamSpec:
-        _check_declared(self.entity.tag_names, _declared_tags(self.tag_families), "entity.tag_names")
+        declared = _declared_tags(self.tag_families)
+        _check_declared(self.entity.tag_names, declared, "entity.tag_names")
         return self
 
 
@@ -301,6 +302,7 @@ class Reference:
     key: str
     catalog: str | None = None
     path: str = "metadata.group"
+    check: Callable[[Resource, Resource], None] | None = None
 
 
 References = Callable[["Resource"], list[Reference]]
@@ -333,9 +335,25 @@ def _binding_refs(r: Resource) -> list[Reference]:
 
 def _topn_refs(r: Resource) -> list[Reference]:
     src = r.spec["source_measure"]
-    return _group_ref(r) + [
-        Reference(f"measure/{src['group']}/{src['name']}", path="spec.source_measure")
-    ]
+    source = Reference(
+        f"measure/{src['group']}/{src['name']}", path="spec.source_measure", check=_topn_fits
+    )
+    return [*_group_ref(r), source]
+
+
+def _topn_fits(topn: Resource, measure: Resource) -> None:
+    """A top-N must rank a field of its source measure and group by its tags."""
+    fields = {f["name"] for f in measure.spec.get("fields", [])}
+    if topn.spec["field_name"] not in fields:
+        raise ValidationError(
+            f"{measure.key} has no field {topn.spec['field_name']!r}", field="spec.field_name"
+        )
+    tags = {t["name"] for fam in measure.spec.get("tag_families", []) for t in fam["tags"]}
+    for i, tag in enumerate(topn.spec.get("group_by_tag_names", [])):
+        if tag not in tags:
+            raise ValidationError(
+                f"{measure.key} has no tag {tag!r}", field=f"spec.group_by_tag_names[{i}]"
+            )
 
 
 @dataclass(frozen=True)

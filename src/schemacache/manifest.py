@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def load_resources(source: str | Path) -> list[Resource]:
             resources.extend(parse_manifest(text))
         except ValidationError as exc:
             if origin:
-                raise ValidationError(f"{origin}: {exc.reason}", exc.field, exc.document) from None
+                raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
             raise
     seen: dict[str, int] = {}
     for i, res in enumerate(resources, 1):
@@ -66,24 +67,23 @@ def parse_manifest(text: str | bytes) -> list[Resource]:
 
 def _documents(text: str) -> list[Any]:
     stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
+    is_json = stripped.startswith(("{", "["))
+    if not is_json and len(text) > MAX_DOCUMENT_BYTES:
+        # Check sizes before parsing: a huge YAML document is slow to parse.
+        _check_sizes(len(part) for part in text.split("\n---"))
+    if is_json:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
         docs = data if isinstance(data, list) else [data]
-        sizes = [len(json.dumps(d)) for d in docs]
+        if len(text) > MAX_DOCUMENT_BYTES:
+            _check_sizes(len(json.dumps(d)) for d in docs)
     else:
         try:
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
         except yaml.YAMLError as exc:
             raise ValidationError(f"invalid YAML: {_yaml_reason(exc)}") from None
-        sizes = [len(part) for part in text.split("\n---")] if len(text) > MAX_DOCUMENT_BYTES else []
-    for number, size in enumerate(sizes, 1):
-        if size > MAX_DOCUMENT_BYTES:
-            raise ValidationError(
-                f"document too large ({size} bytes > {MAX_DOCUMENT_BYTES})", document=number
-            )
     for number, doc in enumerate(docs, 1):
         if not isinstance(doc, dict):
             raise ValidationError(
@@ -95,6 +95,14 @@ def _documents(text: str) -> list[Any]:
     return docs
 
 
+def _check_sizes(sizes: Iterable[int]) -> None:
+    for number, size in enumerate(sizes, 1):
+        if size > MAX_DOCUMENT_BYTES:
+            raise ValidationError(
+                f"document too large ({size} bytes > {MAX_DOCUMENT_BYTES})", document=number
+            )
+
+
 def _yaml_reason(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -103,7 +111,7 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
 
 def _read_sources(source: str | Path) -> list[tuple[str, str]]:
     if isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and len(source) < 4096
+        isinstance(source, str) and source and "\n" not in source and len(source) < 4096
         and Path(source).exists()
     ):
         path = Path(source)

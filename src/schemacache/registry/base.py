@@ -184,6 +184,8 @@ def check_references(resource: Resource, lookup: Callable[[str], Resource | None
                 f"a {resource.kind} needs {ref.catalog}",
                 field=ref.path,
             )
+        if ref.check is not None:
+            ref.check(resource, target)
         keys.append(ref.key)
     return keys
 
@@ -234,13 +236,15 @@ def dependent_candidates_prefixes(key: str) -> list[str]:
     """Key prefixes under which resources referencing ``key`` can live.
 
     A group's members live in that group; a measure can also be the source of
-    a top-N aggregation in another group, so its candidates are every
-    ``topn_aggregation/`` key as well.
+    a top-N aggregation in another group, so the candidates of a measure (and,
+    transitively, of its group) include every ``topn_aggregation/`` key.
     """
     kind, _, rest = key.partition("/")
     if kind == "group":
-        return [f"{k}/{rest}/" for k in ("stream", "measure", "trace", "property", "index_rule",
-                                          "index_rule_binding", "topn_aggregation")]
+        members = [f"{k}/{rest}/" for k in ("stream", "measure", "trace", "property",
+                                             "index_rule", "index_rule_binding")]
+        # A top-N anywhere may rank one of the group's measures.
+        return [*members, "topn_aggregation/"]
     group = rest.split("/", 1)[0]
     prefixes = [f"index_rule_binding/{group}/"]
     if kind == "measure":
