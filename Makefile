@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/schemacache demo
 
 test: $(STAMP)
+	sh scripts/install-promtool.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

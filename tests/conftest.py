@@ -21,14 +21,10 @@ BACKENDS = ["memory", "sqlite", "etcd"]
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[Any]:
     """One real etcd member for the whole session (each test uses its own key prefix)."""
-    from etcd_server import EtcdServer
+    from etcd_server import EtcdCluster
 
-    server = EtcdServer()
-    server.start()
-    try:
+    with EtcdCluster() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def registry_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

@@ -68,8 +68,9 @@ class UvicornServer:
         config = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off",
                                 access_log=False)
         self._server = uvicorn.Server(config)
-        # A server inside a larger program must not install its own signal handlers.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # A server inside a larger program must leave signals to that program
+        # (uvicorn would otherwise take SIGINT/SIGTERM over while it serves).
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
         while not self._server.started:

@@ -1,0 +1,351 @@
+"""Alerts: logged always, and POSTed to an Alertmanager-compatible webhook if set.
+
+An alert is identified by ``(alertname, key)``. :meth:`Alerter.fire` makes it
+firing (or refreshes its annotations), :meth:`Alerter.resolve` ends it. With a
+webhook, each state change becomes one POST of an Alertmanager v2 list::
+
+    [{"labels": {"alertname", "node", "key", "severity"},
+      "annotations": {"summary", "last_error"},
+      "startsAt": RFC 3339, "endsAt": RFC 3339 (resolve only), "generatorURL"?}]
+
+Delivery never blocks the caller: notifications go to a bounded in-memory
+queue drained by one background task (started by :meth:`Alerter.start`). Until
+then they wait in the queue, so alerts fired during start-up are not lost. When
+the queue is full the *oldest* notification is dropped, logged and counted
+(``alerts_sent{outcome="dropped"}``): the newest state is worth more than a
+stale one. A failed POST is retried with exponential backoff; after the last
+attempt it is logged and counted (``outcome="error"``) and dropped. A firing
+alert is re-sent every ``resend_interval`` seconds while it fires, so a
+receiver that missed a notification catches up.
+
+:meth:`Alerter.fire` and :meth:`Alerter.resolve` may be called from any thread;
+calls from outside the event loop the alerter was started on are handed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from .metrics import NodeMetrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESEND_INTERVAL = 300.0
+"""Seconds between re-sends of a still-firing alert."""
+DEFAULT_TIMEOUT = 5.0
+"""Seconds one webhook POST may take."""
+DEFAULT_QUEUE_SIZE = 1000
+"""Notifications held for delivery before the oldest is dropped."""
+DEFAULT_DELIVERY_ATTEMPTS = 3
+"""POSTs per notification before it is given up."""
+DEFAULT_RETRY_BASE = 0.5
+"""Delay before the second POST of a notification; doubles for each further one."""
+CLOSE_GRACE = 2.0
+"""Seconds :meth:`Alerter.close` lets pending notifications be delivered."""
+
+OUTCOME_OK = "ok"
+OUTCOME_ERROR = "error"
+OUTCOME_DROPPED = "dropped"
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parsed = httpx.URL(url)
+    except Exception as exc:
+        raise ValueError(f"alert webhook {url!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"alert webhook {url!r} is not an http(s) URL")
+
+
+@dataclass
+class _Alert:
+    alertname: str
+    key: str
+    severity: str
+    summary: str
+    error: str
+    started: float  # wall clock, for startsAt
+    last_sent: float = field(default=0.0)  # monotonic; when last queued for delivery
+
+
+class Alerter:
+    """Fires, de-duplicates, re-sends and resolves alerts of one node.
+
+    :param node: the node's name (label ``node`` of every alert).
+    :param webhook_url: Alertmanager-compatible URL to POST to (default ``None``:
+        log only).
+    :param resend_interval: seconds between re-sends of a firing alert (default
+        :data:`DEFAULT_RESEND_INTERVAL`, 300 s).
+    :param metrics: where ``schemacache_alerts_sent_total`` is counted (default
+        ``None``: not counted).
+    :param timeout: seconds per webhook POST (default :data:`DEFAULT_TIMEOUT`, 5 s).
+    :param queue_size: notifications held before the oldest is dropped (default
+        :data:`DEFAULT_QUEUE_SIZE`).
+    :param delivery_attempts: POSTs per notification (default
+        :data:`DEFAULT_DELIVERY_ATTEMPTS`).
+    :param retry_base: backoff before the second POST, doubling after (default
+        :data:`DEFAULT_RETRY_BASE`, 0.5 s).
+    :param generator_url: ``generatorURL`` of every alert, e.g. the node's admin
+        URL (default ``None``: omitted); may be set later as an attribute.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        webhook_url: str | None = None,
+        *,
+        resend_interval: float = DEFAULT_RESEND_INTERVAL,
+        metrics: NodeMetrics | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        delivery_attempts: int = DEFAULT_DELIVERY_ATTEMPTS,
+        retry_base: float = DEFAULT_RETRY_BASE,
+        generator_url: str | None = None,
+    ):
+        if resend_interval <= 0:
+            raise ValueError("resend_interval must be > 0")
+        if queue_size < 1 or delivery_attempts < 1:
+            raise ValueError("queue_size and delivery_attempts must be >= 1")
+        if webhook_url is not None:
+            _check_url(webhook_url)
+        self.node = node
+        self.webhook_url = webhook_url
+        self.resend_interval = resend_interval
+        self.metrics = metrics
+        self.timeout = timeout
+        self.generator_url = generator_url
+        self._queue_size = queue_size
+        self._attempts = delivery_attempts
+        self._retry_base = retry_base
+        self._firing: dict[tuple[str, str], _Alert] = {}
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._lock = threading.Lock()
+        self._closing = False
+
+    # -- public -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start delivering queued and future notifications in the background."""
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._closing = False
+        # A fresh event, bound to this loop; the loop checks the queue first anyway.
+        self._wakeup = asyncio.Event()
+        if self.webhook_url is not None:
+            self._task = asyncio.create_task(self._deliver_loop(), name=f"alerts-{self.node}")
+
+    async def close(self) -> None:
+        """Stop delivery; pending notifications get :data:`CLOSE_GRACE` seconds."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=CLOSE_GRACE)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if self._queue:
+            log.warning("alerts: %d notification(s) not delivered at shutdown", len(self._queue))
+
+    def fire(self, alertname: str, *, key: str = "", severity: str = "warning",
+             summary: str = "", error: str = "") -> None:
+        """Make an alert firing, or refresh the annotations of a firing one.
+
+        Never blocks, never raises. A new alert is logged (WARNING) and sent; an
+        already firing one is sent again only once ``resend_interval`` passed.
+
+        :param alertname: e.g. ``SchemaEventRetriesExhausted``.
+        :param key: the resource key concerned (default ``""``: node-wide).
+        :param severity: label ``severity`` (default ``warning``).
+        :param summary: annotation ``summary`` (default ``""``).
+        :param error: annotation ``last_error`` (default ``""``).
+        """
+        self._call(self._fire, alertname, key, severity, summary, error)
+
+    def resolve(self, alertname: str, *, key: str = "") -> None:
+        """End a firing alert: log it (INFO) and send it once with ``endsAt``.
+
+        Resolving an alert that is not firing does nothing. Never blocks, never raises.
+
+        :param alertname: the alert's name.
+        :param key: the resource key it was fired for (default ``""``).
+        """
+        self._call(self._resolve, alertname, key)
+
+    def active(self) -> list[dict[str, Any]]:
+        """The firing alerts: ``labels``, ``annotations`` and ``startsAt`` each."""
+        with self._lock:
+            alerts = list(self._firing.values())
+        return [
+            {"labels": self._labels(a), "annotations": self._annotations(a),
+             "startsAt": _rfc3339(a.started)}
+            for a in alerts
+        ]
+
+    # -- state changes --------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        try:
+            loop = self._loop
+            if (loop is not None and threading.get_ident() != self._loop_thread
+                    and not loop.is_closed()):
+                loop.call_soon_threadsafe(fn, *args)
+            else:
+                fn(*args)
+        except Exception:  # an alert must never break the caller
+            log.exception("alerts: could not record alert %s", args[0] if args else "?")
+
+    def _fire(self, alertname: str, key: str, severity: str, summary: str, error: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            alert = self._firing.get((alertname, key))
+            if alert is None:
+                alert = _Alert(alertname, key, severity, summary, error, started=time.time())
+                self._firing[(alertname, key)] = alert
+                is_new = True
+            else:
+                alert.severity, alert.summary, alert.error = severity, summary, error
+                is_new = False
+            due = is_new or now - alert.last_sent >= self.resend_interval
+            if due:
+                alert.last_sent = now
+        if is_new:
+            log.warning("alert firing: %s node=%s key=%s severity=%s: %s%s", alertname,
+                        self.node, key or "-", severity, summary, f" ({error})" if error else "")
+        elif due:
+            log.warning("alert still firing: %s node=%s key=%s: %s%s", alertname, self.node,
+                        key or "-", summary, f" ({error})" if error else "")
+        if due:
+            self._enqueue(alertname, self._payload(alert))
+
+    def _resolve(self, alertname: str, key: str) -> None:
+        with self._lock:
+            alert = self._firing.pop((alertname, key), None)
+        if alert is None:
+            return
+        log.info("alert resolved: %s node=%s key=%s", alertname, self.node, key or "-")
+        self._enqueue(alertname, self._payload(alert, ends=time.time()))
+
+    # -- payload --------------------------------------------------------------
+
+    def _labels(self, alert: _Alert) -> dict[str, str]:
+        return {"alertname": alert.alertname, "node": self.node, "key": alert.key,
+                "severity": alert.severity}
+
+    @staticmethod
+    def _annotations(alert: _Alert) -> dict[str, str]:
+        return {"summary": alert.summary, "last_error": alert.error}
+
+    def _payload(self, alert: _Alert, ends: float | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "labels": self._labels(alert),
+            "annotations": self._annotations(alert),
+            "startsAt": _rfc3339(alert.started),
+        }
+        if ends is not None:
+            payload["endsAt"] = _rfc3339(ends)
+        if self.generator_url:
+            payload["generatorURL"] = self.generator_url
+        return payload
+
+    # -- delivery -------------------------------------------------------------
+
+    def _enqueue(self, alertname: str, payload: dict[str, Any]) -> None:
+        if self.webhook_url is None:
+            return
+        if len(self._queue) >= self._queue_size:
+            dropped, _ = self._queue.popleft()
+            log.warning("alerts: delivery queue full (%d), dropped oldest %s notification",
+                        self._queue_size, dropped)
+            self._count(dropped, OUTCOME_DROPPED)
+        self._queue.append((alertname, payload))
+        self._wakeup.set()
+
+    def _count(self, alertname: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alerts_sent.labels(alertname=alertname, outcome=outcome).inc()
+
+    def _next_resend_in(self) -> float:
+        """Seconds until the earliest firing alert is due for a re-send."""
+        with self._lock:
+            if not self._firing:
+                return self.resend_interval
+            oldest = min(a.last_sent for a in self._firing.values())
+        return max(0.0, oldest + self.resend_interval - time.monotonic())
+
+    def _queue_due_resends(self) -> None:
+        now = time.monotonic()
+        due: list[_Alert] = []
+        with self._lock:
+            for alert in self._firing.values():
+                if now - alert.last_sent >= self.resend_interval:
+                    alert.last_sent = now
+                    due.append(alert)
+        for alert in due:
+            log.warning("alert still firing: %s node=%s key=%s: %s", alert.alertname, self.node,
+                        alert.key or "-", alert.summary)
+            self._enqueue(alert.alertname, self._payload(alert))
+
+    async def _deliver_loop(self) -> None:
+        assert self.webhook_url is not None
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            while True:
+                self._queue_due_resends()
+                while self._queue:
+                    alertname, payload = self._queue.popleft()
+                    await self._deliver(client, alertname, payload)
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                # Sleep until the next notification arrives or a re-send is due.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._next_resend_in())
+
+    async def _deliver(self, client: httpx.AsyncClient, alertname: str,
+                       payload: dict[str, Any]) -> None:
+        assert self.webhook_url is not None
+        error = ""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = await client.post(self.webhook_url, json=[payload])
+                if response.status_code < 300:
+                    self._count(alertname, OUTCOME_OK)
+                    return
+                error = f"HTTP {response.status_code}"
+            except Exception as exc:  # whatever goes wrong, the delivery task must live on
+                error = f"{type(exc).__name__}: {exc}"
+            # At shutdown there is no time for backoff: report and move on.
+            if attempt < self._attempts and not self._closing:
+                log.info("alerts: POST %s of %s failed (%s), attempt %d/%d", self.webhook_url,
+                         alertname, error, attempt, self._attempts)
+                await asyncio.sleep(self._retry_base * 2 ** (attempt - 1))
+            else:
+                break
+        log.warning("alerts: could not deliver %s to %s: %s", alertname, self.webhook_url, error)
+        self._count(alertname, OUTCOME_ERROR)
