@@ -1,0 +1,641 @@
+"""``etcd://h:p[,h:p…][/prefix]`` — the schema registry kept in an etcd v3 cluster.
+
+Key layout under ``/<prefix>/``:
+
+- ``schema/<key>`` — one resource as JSON (``updated_at`` set by the writer);
+  ``create_revision``/``mod_revision`` always come from etcd's KeyValue, never
+  from the stored JSON;
+- ``nodes/<name>`` — a node registration, attached to an etcd lease, outside
+  the schema range so schema watches never see it.
+
+Revisions are etcd's own.  Every write is one etcd transaction that compares
+what the write was decided on: the key's ``mod_revision`` (compare-and-set),
+the ``mod_revision`` of every referenced key, and — for deletes — that no key
+under the dependents' prefixes changed since they were read.  A transaction
+that lost only on those extra compares is retried from a fresh read.
+
+All endpoints form one gRPC target (``ipv4:h1:p1,h2:p2,…``); gRPC's pick-first
+policy talks to the first reachable member and moves to the next when it
+dies.  Reads are retried within :data:`DEFAULT_CALL_TIMEOUT`; a write whose
+outcome is unknown raises :class:`RegistryUnavailableError` instead, since a
+blind retry could apply it twice.  Watches re-subscribe from the last
+revision they yielded + 1 after a connection error, so no event is lost or
+repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import math
+import socket
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import aetcd
+import grpc
+from aetcd import rpc
+
+from ..errors import (
+    CompactedError,
+    ConflictError,
+    NotFoundError,
+    RegistryUnavailableError,
+    SchemaCacheError,
+    ValidationError,
+)
+from ..kinds import references
+from ..model import Event, EventType, Resource, parse_key
+from .base import (
+    DEFAULT_NODE_TTL,
+    NodeInfo,
+    NodeLease,
+    Registry,
+    cascade_plan,
+    check_group_update,
+    check_references,
+    dependent_candidates_prefixes,
+    refuse_if_referenced,
+)
+
+DEFAULT_PREFIX = "schemacache"
+"""Key prefix used when the URL names none."""
+DEFAULT_PORT = 2379
+"""Client port assumed for an endpoint given without one."""
+DEFAULT_CALL_TIMEOUT = 5.0
+"""Seconds one registry call may take (reads include their retries)."""
+LIST_PAGE_SIZE = 5_000
+"""Keys fetched per Range request of a listing (pages share one revision)."""
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""Largest gRPC message accepted; a page of big resources can exceed gRPC's 4 MiB."""
+MAX_TXN_ATTEMPTS = 50
+"""Read-check-write rounds before a write gives up under contention."""
+WATCH_BACKOFF_MIN = 0.05
+"""First delay (seconds) before re-subscribing a broken watch."""
+WATCH_BACKOFF_MAX = 2.0
+"""Longest delay (seconds) between watch re-subscriptions."""
+READ_BACKOFF_MIN = 0.05
+READ_BACKOFF_MAX = 0.5
+
+_CHANNEL_OPTIONS: dict[str, Any] = {
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    # Reconnect quickly after a member dies: the default backoff starts at 1 s
+    # and grows to 120 s, far too slow for a failover.
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+    # Detect a silently dead member during a long watch; etcd's default
+    # enforcement refuses pings more often than every 5 s or without a stream.
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
+
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+# etcd cancels a watch on a member that lost its leader only if asked to.
+_REQUIRE_LEADER = ("hasleader", "true")
+_PUT_EVENT = 0
+_DELETE_EVENT = 1
+
+
+_List = list  # the registry's own ``list`` method shadows the builtin in its body
+
+
+class _WatchBroken(Exception):
+    """The server cancelled a watch for a reason worth re-subscribing after."""
+
+
+class EtcdRegistry(Registry):
+    """A registry stored in etcd.
+
+    :param endpoints: ``host:port`` of the cluster's members (port default
+        :data:`DEFAULT_PORT`).
+    :param prefix: key prefix of this registry (default :data:`DEFAULT_PREFIX`);
+        several registries can share one cluster under different prefixes.
+    :param timeout: seconds per call (default :data:`DEFAULT_CALL_TIMEOUT`).
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        if not endpoints:
+            raise ValidationError("no etcd endpoints", field="registry")
+        self._endpoints = [_split_endpoint(e) for e in endpoints]
+        self._prefix = prefix.strip("/") or DEFAULT_PREFIX
+        self.url = f"etcd://{','.join(f'{h}:{p}' for h, p in self._endpoints)}/{self._prefix}"
+        self._timeout = timeout
+        root = f"/{self._prefix}/"
+        self._schema_root = (root + "schema/").encode()
+        self._nodes_root = (root + "nodes/").encode()
+        self._client: Any = None
+        self._watch_stub: Any = None
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+        self._watch_calls: set[Any] = set()
+
+    # --- connection -----------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        if self._closed:
+            raise RegistryUnavailableError("registry is closed")
+        if self._client is not None:
+            return self._client
+        async with self._connect_lock:
+            if self._client is None:
+                try:
+                    host, port = await _grpc_target(self._endpoints)
+                except OSError as exc:  # a member's name does not resolve (yet)
+                    raise RegistryUnavailableError(f"etcd {self.url}: {exc}") from exc
+                client = aetcd.Client(
+                    host=host, port=port, timeout=math.ceil(self._timeout),
+                    options=_CHANNEL_OPTIONS,
+                )
+                try:
+                    await client.connect()
+                except aetcd.ClientError as exc:
+                    raise RegistryUnavailableError(f"etcd {self.url}: {exc}") from exc
+                self._watch_stub = rpc.WatchStub(client.channel)
+                self._client = client
+        return self._client
+
+    def _metadata(self, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
+        base = tuple(self._client.metadata or ()) if self._client is not None else ()
+        return base + extra
+
+    async def _unary(self, method: str, request: Any, grpc_timeout: float | None = None) -> Any:
+        """One unary call on the KV/Lease stubs; errors mapped to schemacache errors."""
+        client = await self._connect()
+        stub_name, _, rpc_name = method.partition(".")
+        stub = getattr(client, stub_name)
+        try:
+            return await getattr(stub, rpc_name)(
+                request,
+                timeout=self._timeout if grpc_timeout is None else grpc_timeout,
+                metadata=self._metadata(),
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._map_error(exc) from exc
+
+    async def _read(self, method: str, request: Any) -> Any:
+        """A read, retried on transient errors until the call timeout runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        delay = READ_BACKOFF_MIN
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await self._unary(method, request, grpc_timeout=max(remaining, 0.01))
+            except RegistryUnavailableError:
+                if self._closed or loop.time() + delay >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, READ_BACKOFF_MAX)
+
+    def _map_error(self, exc: grpc.aio.AioRpcError) -> Exception:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+            return CompactedError(0)
+        if "request is too large" in details:
+            return ValidationError(f"resource too large for etcd ({details})")
+        if code in _TRANSIENT_CODES:
+            return RegistryUnavailableError(f"etcd {self.url}: {code.name}: {details}")
+        return SchemaCacheError(f"etcd {self.url}: {code.name}: {details}")
+
+    # --- keys -------------------------------------------------------------------
+
+    def _skey(self, key: str) -> bytes:
+        return self._schema_root + key.encode()
+
+    def _decode(self, kv: Any) -> Resource:
+        data = json.loads(kv.value)
+        meta = data["metadata"]
+        meta["create_revision"] = kv.create_revision
+        meta["mod_revision"] = kv.mod_revision
+        return Resource.from_stored(data)
+
+    def _key_of(self, kv: Any) -> str:
+        return bytes(kv.key[len(self._schema_root):]).decode()
+
+    def _range_op(self, key: bytes, range_end: bytes = b"", limit: int = 0) -> Any:
+        return rpc.RequestOp(
+            request_range=rpc.RangeRequest(key=key, range_end=range_end, limit=limit)
+        )
+
+    def _prefix_op(self, prefix: str, limit: int = 0) -> Any:
+        start = self._skey(prefix)
+        return self._range_op(start, _prefix_end(start), limit)
+
+    def _unchanged_since(self, prefix: str, revision: int) -> Any:
+        """Compare: no key under ``prefix`` was written after ``revision``."""
+        start = self._skey(prefix)
+        return rpc.Compare(
+            result=rpc.Compare.LESS, target=rpc.Compare.MOD, key=start,
+            range_end=_prefix_end(start), mod_revision=revision + 1,
+        )
+
+    def _mod_is(self, key: str, mod_revision: int) -> Any:
+        # An absent key compares as mod_revision 0, so this also means "absent".
+        return rpc.Compare(
+            result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=self._skey(key),
+            mod_revision=mod_revision,
+        )
+
+    async def _snapshot(self, ops: list[Any]) -> tuple[list[list[Any]], int]:
+        """Several ranges read in one transaction: their KeyValues and the revision."""
+        resp = await self._read("kvstub.Txn", rpc.TxnRequest(success=ops))
+        return [list(r.response_range.kvs) for r in resp.responses], resp.header.revision
+
+    # --- reads --------------------------------------------------------------------
+
+    async def get(self, key: str) -> Resource:
+        resp = await self._read("kvstub.Range", rpc.RangeRequest(key=self._skey(key)))
+        if not resp.kvs:
+            raise NotFoundError(key)
+        return self._decode(resp.kvs[0])
+
+    async def list(self, prefix: str = "") -> tuple[list[Resource], int]:
+        for _ in range(MAX_TXN_ATTEMPTS):
+            try:
+                return await self._list_at_one_revision(prefix)
+            except CompactedError:
+                continue  # compacted between two pages: start again at the newest revision
+        raise RegistryUnavailableError(f"listing {prefix!r} kept racing compaction")
+
+    async def _list_at_one_revision(self, prefix: str) -> tuple[_List[Resource], int]:
+        start = self._skey(prefix)
+        end = _prefix_end(start)
+        revision = 0
+        items: _List[Resource] = []
+        while True:
+            resp = await self._read(
+                "kvstub.Range",
+                rpc.RangeRequest(key=start, range_end=end, limit=LIST_PAGE_SIZE,
+                                 revision=revision),
+            )
+            if revision == 0:
+                revision = resp.header.revision
+            items.extend(self._decode(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return items, revision
+            start = bytes(resp.kvs[-1].key) + b"\0"
+
+    async def revision(self) -> int:
+        resp = await self._read("kvstub.Range",
+                                rpc.RangeRequest(key=self._schema_root, count_only=True))
+        return int(resp.header.revision)
+
+    async def cluster_id(self) -> str:
+        resp = await self._read("kvstub.Range",
+                                rpc.RangeRequest(key=self._schema_root, count_only=True))
+        return f"{resp.header.cluster_id:016x}"
+
+    # --- writes ---------------------------------------------------------------------
+
+    async def put(self, resource: Resource, expected_revision: int | None = None) -> int:
+        key = resource.key
+        ref_keys = list(dict.fromkeys(ref.key for ref in references(resource)))
+        member_prefixes = dependent_candidates_prefixes(key) if resource.kind == "group" else []
+        value = resource.with_revisions(0, 0, datetime.now(UTC)).to_json().encode()
+        for _ in range(MAX_TXN_ATTEMPTS):
+            ops = [self._range_op(self._skey(k)) for k in (key, *ref_keys)]
+            ops += [self._prefix_op(p, limit=1) for p in member_prefixes]
+            ranges, read_rev = await self._snapshot(ops)
+            current_kv = ranges[0][0] if ranges[0] else None
+            actual = current_kv.mod_revision if current_kv is not None else 0
+            if expected_revision is not None and actual != expected_revision:
+                raise ConflictError(key, expected_revision, actual)
+            found = {self._key_of(kvs[0]): kvs[0] for kvs in ranges[1:len(ref_keys) + 1] if kvs}
+            refs = {k: self._decode(kv) for k, kv in found.items()}
+            check_references(resource, refs.get)
+            current = self._decode(current_kv) if current_kv is not None else None
+            members = [self._decode(kvs[0]) for kvs in ranges[len(ref_keys) + 1:] if kvs]
+            check_group_update(resource, current, members.copy)
+            compares = [self._mod_is(key, actual)]
+            compares += [self._mod_is(k, kv.mod_revision) for k, kv in found.items()]
+            if current is not None and current.spec.get("catalog") != resource.spec.get(
+                "catalog"
+            ):
+                compares += [self._unchanged_since(p, read_rev) for p in member_prefixes]
+            resp = await self._write_txn(
+                compares,
+                [rpc.RequestOp(request_put=rpc.PutRequest(key=self._skey(key), value=value))],
+                [self._range_op(self._skey(key))],
+            )
+            if resp.succeeded:
+                return int(resp.header.revision)
+            self._raise_if_cas_lost(key, expected_revision, resp)
+        raise RegistryUnavailableError(f"put {key}: too much contention, gave up")
+
+    async def delete(
+        self, key: str, expected_revision: int | None = None, cascade: bool = False
+    ) -> int:
+        if cascade:
+            candidates = await self._read_dependents(key, expected_revision)
+            for dep in cascade_plan(key, candidates):
+                await self._delete_one(dep.key, None, refuse=False)
+        return await self._delete_one(key, expected_revision, refuse=True)
+
+    async def _read_dependents(
+        self, key: str, expected_revision: int | None
+    ) -> _List[Resource]:
+        """Every resource that may reference ``key``, transitively."""
+        prefixes: _List[str] = []
+        todo = [key]
+        seen_keys = {key}
+        while True:
+            for k in todo:
+                prefixes += [p for p in dependent_candidates_prefixes(k) if p not in prefixes]
+            ranges, _ = await self._snapshot(
+                [self._range_op(self._skey(key))] + [self._prefix_op(p) for p in prefixes]
+            )
+            self._current_or_raise(key, ranges[0], expected_revision)
+            candidates = {self._key_of(kv): kv for kvs in ranges[1:] for kv in kvs}
+            todo = [k for k in candidates if k not in seen_keys]
+            seen_keys.update(todo)
+            if not todo:
+                return [self._decode(kv) for kv in candidates.values()]
+
+    def _current_or_raise(self, key: str, kvs: _List[Any], expected: int | None) -> Resource:
+        if not kvs:
+            if expected is None:
+                raise NotFoundError(key)
+            raise ConflictError(key, expected, 0)
+        current = self._decode(kvs[0])
+        if expected is not None and current.mod_revision != expected:
+            raise ConflictError(key, expected, current.mod_revision)
+        return current
+
+    async def _delete_one(self, key: str, expected: int | None, refuse: bool) -> int:
+        """Delete one key in a transaction that also proves no new dependent appeared."""
+        prefixes = dependent_candidates_prefixes(key) if refuse else []
+        for _ in range(MAX_TXN_ATTEMPTS):
+            ranges, read_rev = await self._snapshot(
+                [self._range_op(self._skey(key))] + [self._prefix_op(p) for p in prefixes]
+            )
+            if not ranges[0] and not refuse:
+                return read_rev  # a cascade step whose target is already gone
+            current = self._current_or_raise(key, ranges[0], expected)
+            if refuse:
+                refuse_if_referenced(key, (self._decode(kv) for kvs in ranges[1:] for kv in kvs))
+            compares = [self._mod_is(key, current.mod_revision)]
+            compares += [self._unchanged_since(p, read_rev) for p in prefixes]
+            resp = await self._write_txn(
+                compares,
+                [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._skey(key)))],
+                [self._range_op(self._skey(key))],
+            )
+            if resp.succeeded:
+                return int(resp.header.revision)
+            self._raise_if_cas_lost(key, expected, resp)
+        raise RegistryUnavailableError(f"delete {key}: too much contention, gave up")
+
+    async def _write_txn(
+        self, compares: _List[Any], success: _List[Any], failure: _List[Any]
+    ) -> Any:
+        return await self._unary(
+            "kvstub.Txn", rpc.TxnRequest(compare=compares, success=success, failure=failure)
+        )
+
+    @staticmethod
+    def _raise_if_cas_lost(key: str, expected: int | None, resp: Any) -> None:
+        """After a failed write txn: ConflictError if the key itself moved away from
+        ``expected``; otherwise (a reference or dependent changed) the caller retries."""
+        if expected is None:
+            return
+        kvs = resp.responses[0].response_range.kvs
+        actual = kvs[0].mod_revision if kvs else 0
+        if actual != expected:
+            raise ConflictError(key, expected, actual)
+
+    async def compact(self, revision: int) -> None:
+        revision = min(revision, await self.revision())
+        if revision <= 0:
+            return
+        try:
+            await self._unary(
+                "kvstub.Compact", rpc.CompactionRequest(revision=revision, physical=True)
+            )
+        except CompactedError:
+            pass  # already compacted at or past this revision
+
+    # --- changes ----------------------------------------------------------------------
+
+    async def watch(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncIterator[Event]:
+        next_rev = await self.revision() + 1 if start_revision is None else start_revision
+        start = self._skey(prefix)
+        end = _prefix_end(start)
+        delay = WATCH_BACKOFF_MIN
+        while not self._closed:
+            try:
+                async for events in self._watch_stream(start, end, next_rev):
+                    for event in events:
+                        yield event
+                    next_rev = events[-1].revision + 1
+                    delay = WATCH_BACKOFF_MIN
+            except (grpc.aio.AioRpcError, _WatchBroken, RegistryUnavailableError):
+                if self._closed:
+                    return
+            except asyncio.CancelledError:
+                if self._closed:
+                    return  # close() cancelled the stream under us
+                raise
+            if self._closed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_BACKOFF_MAX)
+
+    async def _watch_stream(
+        self, start: bytes, end: bytes, start_revision: int
+    ) -> AsyncIterator[_List[Event]]:
+        """One etcd watch stream from ``start_revision``; yields each response's events."""
+        await self._connect()
+        done = asyncio.Event()
+        create = rpc.WatchRequest(
+            create_request=rpc.WatchCreateRequest(
+                key=start, range_end=end, start_revision=start_revision, prev_kv=True
+            )
+        )
+
+        async def requests() -> AsyncIterator[Any]:
+            yield create
+            await done.wait()  # keep the request side open for the stream's lifetime
+
+        call = self._watch_stub.Watch(
+            requests(), metadata=self._metadata((_REQUIRE_LEADER,)), wait_for_ready=True
+        )
+        self._watch_calls.add(call)
+        try:
+            async for resp in call:
+                if resp.compact_revision:
+                    raise CompactedError(resp.compact_revision, start_revision)
+                if resp.canceled:
+                    raise _WatchBroken(resp.cancel_reason or "watch cancelled by the server")
+                if resp.events:
+                    yield [self._event(ev) for ev in resp.events]
+            raise _WatchBroken("watch stream ended")
+        finally:
+            done.set()
+            self._watch_calls.discard(call)
+            call.cancel()
+
+    def _event(self, ev: Any) -> Event:
+        key = self._key_of(ev.kv)
+        if ev.type == _DELETE_EVENT:
+            resource = self._decode(ev.prev_kv) if ev.prev_kv.key else _bare_resource(key)
+            return Event(type=EventType.DELETE, key=key, revision=ev.kv.mod_revision,
+                         resource=resource)
+        return Event(type=EventType.PUT, key=key, revision=ev.kv.mod_revision,
+                     resource=self._decode(ev.kv))
+
+    # --- node registrations ---------------------------------------------------------
+
+    async def register_node(
+        self, name: str, admin_url: str, ttl: float = DEFAULT_NODE_TTL
+    ) -> NodeLease:
+        info = NodeInfo(name=name, admin_url=admin_url)
+        key = self._nodes_root + name.encode()
+        value = json.dumps(info.to_dict()).encode()
+        lease_ttl = max(1, math.ceil(ttl))
+        lease_id = [0]
+
+        async def grant_and_put() -> None:
+            grant = await self._unary("leasestub.LeaseGrant", rpc.LeaseGrantRequest(TTL=lease_ttl))
+            lease_id[0] = grant.ID
+            await self._unary("kvstub.Put", rpc.PutRequest(key=key, value=value, lease=grant.ID))
+
+        async def refresh() -> None:
+            if await self._keepalive(lease_id[0]) <= 0:
+                await grant_and_put()  # the lease expired: register again
+
+        async def revoke() -> None:
+            try:
+                await self._unary("leasestub.LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease_id[0]))
+            except RegistryUnavailableError:
+                raise
+            except SchemaCacheError:
+                pass  # the lease had already expired: nothing left to remove
+
+        await grant_and_put()
+        return NodeLease(info=info, ttl=ttl, refresh=refresh, revoke=revoke)
+
+    async def _keepalive(self, lease_id: int) -> int:
+        """Renew a lease once; its remaining TTL (``<= 0`` when it has expired)."""
+        client = await self._connect()
+        call = client.leasestub.LeaseKeepAlive(
+            iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+            timeout=self._timeout, metadata=self._metadata(), wait_for_ready=True,
+        )
+        try:
+            reply = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise self._map_error(exc) from exc
+        finally:
+            call.cancel()
+        if reply is grpc.aio.EOF:
+            return 0
+        return int(reply.TTL)
+
+    async def list_nodes(self) -> _List[NodeInfo]:
+        resp = await self._read(
+            "kvstub.Range",
+            rpc.RangeRequest(key=self._nodes_root, range_end=_prefix_end(self._nodes_root)),
+        )
+        nodes = [json.loads(kv.value) for kv in resp.kvs]
+        return sorted((NodeInfo(name=n["name"], admin_url=n["admin_url"]) for n in nodes),
+                      key=lambda n: n.name)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for call in list(self._watch_calls):
+            call.cancel()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The etcd ``range_end`` covering every key that starts with ``prefix``."""
+    end = bytearray(prefix)
+    for i in reversed(range(len(end))):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"
+
+
+def _bare_resource(key: str) -> Resource:
+    """A stand-in for a deleted resource whose last version was compacted away."""
+    kind, group, name = parse_key(key)
+    return Resource.from_stored({"kind": kind, "metadata": {"group": group, "name": name}})
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    endpoint = endpoint.strip().removeprefix("http://")
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or "]" in port:
+        return endpoint.strip("[]"), DEFAULT_PORT
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ValidationError(f"bad etcd endpoint {endpoint!r}", field="registry") from None
+
+
+def _is_ip(host: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == version
+    except ValueError:
+        return False
+
+
+async def _grpc_target(endpoints: Iterable[tuple[str, int]]) -> tuple[str, int]:
+    """``(host, port)`` for :class:`aetcd.Client` whose ``host:port`` is one gRPC
+    target naming every member, so the channel fails over between them."""
+    eps = list(endpoints)
+    if len(eps) == 1 and not _is_ip(eps[0][0], 4) and not _is_ip(eps[0][0], 6):
+        return eps[0]  # one name: let gRPC's DNS resolver handle it
+    resolved: list[tuple[str, int]] = []
+    loop = asyncio.get_running_loop()
+    for host, port in eps:
+        if _is_ip(host, 4) or _is_ip(host, 6):
+            resolved.append((host, port))
+            continue
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET,
+                                       type=socket.SOCK_STREAM)
+        resolved.extend((str(info[4][0]), port) for info in infos[:1])
+    if all(_is_ip(h, 4) for h, _ in resolved):
+        scheme, fmt = "ipv4:", "{}:{}"
+    elif all(_is_ip(h, 6) for h, _ in resolved):
+        scheme, fmt = "ipv6:", "[{}]:{}"
+    else:
+        raise ValidationError("etcd endpoints mix IPv4 and IPv6 addresses", field="registry")
+    *head, (last_host, last_port) = resolved
+    parts = [fmt.format(h, p) for h, p in head]
+    parts.append(f"[{last_host}]" if scheme == "ipv6:" else last_host)
+    return scheme + ",".join(parts), last_port
+
