@@ -38,13 +38,18 @@ def load_resources(source: str | Path) -> list[Resource]:
             if origin:
                 raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
             raise
+    reject_duplicates(resources)
+    return resources
+
+
+def reject_duplicates(resources: list[Resource]) -> None:
+    """Raise :class:`ValidationError` if two documents define the same key."""
     seen: dict[str, int] = {}
-    for i, res in enumerate(resources, 1):
+    for number, res in enumerate(resources, 1):
         if res.key in seen:
             raise ValidationError(f"{res.key} is defined twice (also document {seen[res.key]})",
-                                  field="metadata.name", document=i)
-        seen[res.key] = i
-    return resources
+                                  field="metadata.name", document=number)
+        seen[res.key] = number
 
 
 def parse_manifest(text: str | bytes) -> list[Resource]:

@@ -40,6 +40,10 @@ class NodeConfig:
     :param alert_webhook: Alertmanager-compatible URL alerts are POSTed to.
     :param alert_resend_interval: seconds between re-sends of a still-firing alert.
     :param node_ttl: lease of the node's registration in the registry.
+    :param repair_backoff_base: first gap between repair attempts of a failed key.
+    :param repair_backoff_cap: largest gap between repair attempts of a failed key.
+    :param unreachable_alert_after: seconds disconnected from the registry before
+        ``SchemaRegistryUnreachable`` fires.
     """
 
     registry: str = DEFAULT_REGISTRY
@@ -56,3 +60,6 @@ class NodeConfig:
     alert_webhook: str | None = None
     alert_resend_interval: float = DEFAULT_ALERT_RESEND_INTERVAL
     node_ttl: float = DEFAULT_NODE_TTL
+    repair_backoff_base: float = DEFAULT_REPAIR_BACKOFF_BASE
+    repair_backoff_cap: float = DEFAULT_REPAIR_BACKOFF_CAP
+    unreachable_alert_after: float = DEFAULT_UNREACHABLE_ALERT_AFTER

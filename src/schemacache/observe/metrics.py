@@ -54,8 +54,8 @@ class NodeMetrics:
         self.revision_lag = Gauge(
             f"{p}revision_lag", "registry_revision - applied_revision", registry=r)
         self.propagation = Histogram(
-            f"{p}propagation_seconds", "Registry commit to handler applied", buckets=LATENCY_BUCKETS,
-            registry=r)
+            f"{p}propagation_seconds", "Registry commit to handler applied",
+            buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge(f"{p}queue_depth", "Keys waiting in the work queue", registry=r)
         self.queue_longest_running = Gauge(
             f"{p}queue_longest_running_seconds", "Age of the longest-running handler call",

@@ -20,6 +20,7 @@ the schema keys, expire with a lease unless refreshed, and never show up in
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -142,7 +143,7 @@ class Registry(abc.ABC):
         """Register a live node under a lease of ``ttl`` seconds."""
 
     @abc.abstractmethod
-    async def list_nodes(self) -> list[NodeInfo]:
+    async def list_nodes(self) -> builtins.list[NodeInfo]:
         """The nodes whose registration has not expired, sorted by name."""
 
     # --- lifecycle ------------------------------------------------------------

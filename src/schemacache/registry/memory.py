@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import builtins
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -150,7 +151,7 @@ class MemoryRegistry(Registry):
 
         return NodeLease(info=info, ttl=ttl, refresh=refresh, revoke=revoke)
 
-    async def list_nodes(self) -> list[NodeInfo]:
+    async def list_nodes(self) -> builtins.list[NodeInfo]:
         now = time.monotonic()
         return [info for name, (info, exp) in sorted(self._nodes.items()) if exp > now]
 
@@ -168,7 +169,7 @@ class MemoryRegistry(Registry):
         if actual != expected:
             raise ConflictError(key, expected, actual)
 
-    def _candidates(self, key: str) -> list[Resource]:
+    def _candidates(self, key: str) -> builtins.list[Resource]:
         prefixes = tuple(dependent_candidates_prefixes(key))
         return [r for k, r in self._items.items() if k.startswith(prefixes)]
 

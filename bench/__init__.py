@@ -1,0 +1,1 @@
+"""Benchmarks of schemacache (run ``python bench/run.py``; see ``bench/README.md``)."""

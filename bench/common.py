@@ -1,0 +1,107 @@
+"""What every benchmark section shares: results, waiting, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from schemacache.node import Node
+
+WAIT_SLICE = 0.01
+"""Seconds of one :meth:`Node.wait_for_revision` call in :func:`wait_applied`; the
+loop re-checks after each slice, so a missed progress wake-up costs at most this."""
+
+
+@dataclass
+class Result:
+    """One measured figure.
+
+    :param section: section letter (``a`` … ``e``).
+    :param name: what was measured.
+    :param value: the figure (``None`` when it could not be measured).
+    :param unit: its unit.
+    :param target: the target, or ``None`` for an informational figure.
+    :param better: ``"higher"`` or ``"lower"`` — which side of the target passes.
+    :param note: how it was measured, or why it is missing.
+    :param extra: further numbers kept in ``results.json``.
+    """
+
+    section: str
+    name: str
+    value: float | None
+    unit: str
+    target: float | None = None
+    better: str = "higher"
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "ERROR"
+        if self.target is None:
+            return "info"
+        ok = self.value >= self.target if self.better == "higher" else self.value <= self.target
+        return "PASS" if ok else "MISS"
+
+    @property
+    def margin(self) -> float | None:
+        """How far past (positive) or short of (negative) the target, as a fraction."""
+        if self.value is None or self.target is None or self.target == 0:
+            return None
+        if self.better == "higher":
+            return self.value / self.target - 1
+        return 1 - self.value / self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"verdict": self.verdict, "margin": self.margin}
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: …`` then ``sw.seconds``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+async def wait_applied(node: Node, revision: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until ``node`` applied ``revision``; raises :class:`TimeoutError`.
+
+    Waits in slices of :data:`WAIT_SLICE` rather than in one call, so that a
+    progress wake-up lost by the node costs at most one slice.
+    """
+    deadline = time.monotonic() + timeout
+    while node.applied_revision < revision:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"node {node.name} applied {node.applied_revision}, "
+                               f"waited for {revision}")
+        await node.wait_for_revision(revision, WAIT_SLICE)
+
+
+async def wait_until(predicate: Any, timeout: float, interval: float = 0.05,  # noqa: ASYNC109
+                     what: str = "condition") -> None:
+    """Poll ``predicate()`` until true; raises :class:`TimeoutError` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0–100) of ``values`` (not empty)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]

@@ -1,0 +1,151 @@
+"""(c) Repair of many resources and (d) restart to ready without a full listing.
+
+One registry holds N resources.  (c) A node with empty state starts: the clock
+runs from ``start()`` to ``ready()`` (list, apply every resource, commit);
+then a manual repair with nothing to do is timed.  (d) That node stops and a
+new one starts on the same state directory: the clock runs from ``start()``
+to ``ready()`` (load state.db, re-apply the applied resources to the handler,
+resume the watch); the registry's ``list`` must not be called.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from schemacache import Registry, open_registry
+from schemacache.node import Node
+
+from .common import Result, Stopwatch
+from .handlers import NoopHandler
+from .workload import seed
+
+TARGET_REPAIR_SECONDS = 5.0
+TARGET_RESTART_SECONDS = 3.0
+READY_TIMEOUT = 600.0
+_REPLAY_RE = re.compile(r"re-applied (\d+) resources to the handler in ([0-9.]+)s")
+
+
+class _LogCapture(logging.Handler):
+    """Keeps the node's log messages, to read the time it reports for replay."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def replay_seconds(self) -> float | None:
+        for message in self.messages:
+            m = _REPLAY_RE.search(message)
+            if m:
+                return float(m.group(2))
+        return None
+
+
+def _count_lists(registry: Registry) -> dict[str, int]:
+    """Count calls of ``registry.list`` (wraps the bound method on the instance)."""
+    calls = {"list": 0}
+    original = registry.list
+
+    async def counting(prefix: str = "") -> Any:
+        calls["list"] += 1
+        return await original(prefix)
+
+    registry.list = counting  # type: ignore[method-assign]
+    return calls
+
+
+def _node(registry: Registry, state_dir: str) -> Node:
+    return Node(registry, name="bench-cd", state_dir=state_dir, handler=NoopHandler(),
+                repair_interval=0)
+
+
+async def run(backend: str, count: int, sections: str = "cd") -> list[Result]:
+    """Measure (c) and/or (d) with ``count`` resources on ``backend`` (memory or sqlite).
+
+    :param sections: which of ``c`` and ``d`` to report (``d`` needs the state ``c`` builds).
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-cd-") as tmp:
+        workdir = Path(tmp)
+        url = "memory://" if backend == "memory" else f"sqlite:///{workdir / 'registry.db'}"
+        registry = open_registry(url)
+        capture = _LogCapture()
+        node_log = logging.getLogger("schemacache.node")
+        previous_level = node_log.level
+        node_log.addHandler(capture)
+        node_log.setLevel(logging.INFO)
+        try:
+            return await _measure(backend, registry, str(workdir / "node"), count, sections,
+                                  capture)
+        finally:
+            node_log.removeHandler(capture)
+            node_log.setLevel(previous_level)
+            await registry.close()
+
+
+async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
+                   sections: str, capture: _LogCapture) -> list[Result]:
+    with Stopwatch() as seed_sw:
+        await seed(registry, count)
+    with Stopwatch() as list_sw:
+        listed, _ = await registry.list()
+    total = len(listed)
+    del listed
+    results: list[Result] = []
+
+    node = _node(registry, state_dir)
+    started = time.perf_counter()
+    await node.start()
+    await node.ready(READY_TIMEOUT)
+    sync_s = time.perf_counter() - started
+    await node.flush()
+    durable_s = time.perf_counter() - started
+    assert len(node.cache) == total, (len(node.cache), total)
+    with Stopwatch() as repair_sw:
+        outcome = await node.repair()
+    await node.stop()
+    if "c" in sections:
+        results.append(Result(
+            "c", f"initial sync of {total:,} resources, {backend}", sync_s, "s",
+            TARGET_REPAIR_SECONDS, better="lower",
+            note=(f"empty state, start() -> ready(); state committed after {durable_s:.2f}s; "
+                  f"list() alone {list_sw.seconds:.2f}s; seeding took {seed_sw.seconds:.0f}s"),
+            extra={"resources": total, "ready_seconds": sync_s, "durable_seconds": durable_s,
+                   "list_seconds": list_sw.seconds}))
+        results.append(Result(
+            "c", f"repair with nothing to do, {total:,} resources, {backend}",
+            repair_sw.seconds, "s", TARGET_REPAIR_SECONDS, better="lower",
+            note=f"Node.repair(): outcome {outcome.get('outcome')}, "
+                 f"{outcome.get('enqueued')} keys enqueued",
+            extra={"result": outcome}))
+    if "d" not in sections:
+        return results
+
+    lists = _count_lists(registry)
+    capture.messages.clear()
+    node = _node(registry, state_dir)
+    started = time.perf_counter()
+    await node.start()
+    await node.ready(READY_TIMEOUT)
+    restart_s = time.perf_counter() - started
+    size = len(node.cache)
+    repairs = node.status()["repair"]["count"]
+    await node.stop()
+    replay = capture.replay_seconds()
+    replay_text = f"{replay:.2f}s" if replay is not None else "n/a"
+    ok = lists["list"] == 0 and size == total
+    results.append(Result(
+        "d", f"restart to ready, {total:,} applied, {backend}", restart_s if ok else None,
+        "s", TARGET_RESTART_SECONDS, better="lower",
+        note=(f"start() -> ready() on the same state.db; of which handler replay "
+              f"{replay_text}; registry list() calls {lists['list']}, repairs {repairs}, "
+              f"cache {size:,}"),
+        extra={"seconds": restart_s, "list_calls": lists["list"], "replay_seconds": replay,
+               "cache_size": size}))
+    return results

@@ -1,0 +1,584 @@
+"""The ``schemacache`` command line.
+
+Server side: ``serve`` (registry HTTP API), ``node`` (one node), ``up`` (a
+local cluster), ``demo`` (the scripted fault scenario).  Client side, against
+``--server`` (env ``SCHEMACACHE_SERVER``, token ``SCHEMACACHE_TOKEN``):
+``apply``, ``get``, ``delete``, ``status``, ``digest``.
+
+Exit codes: 0 ok, 1 error (one line on stderr), 2 usage, 3 timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .client import DEFAULT_SERVER, ClientError, RegistryClient
+from .errors import SchemaCacheError, ValidationError
+from .model import GROUP_KIND, Resource, make_key
+from .node import config as node_config
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+"""Where ``serve`` and ``up`` bind the registry API."""
+
+DEFAULT_WAIT_TIMEOUT = 60.0
+"""Seconds ``apply --wait`` waits for the nodes."""
+
+WAIT_POLL_INTERVAL = 0.2
+"""Seconds between two ``GET /v1/cluster`` polls of ``apply --wait``."""
+
+app = typer.Typer(
+    name="schemacache",
+    help="Self-healing, versioned schema caches: registry API, nodes and client.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+STATUS_WIDTH = 160
+"""Columns of the output when it is not a terminal (rich would assume 80)."""
+
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() else STATUS_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_T = TypeVar("_T")
+
+ServerOpt = Annotated[str, typer.Option("--server", envvar="SCHEMACACHE_SERVER",
+                                        help="registry API base URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SCHEMACACHE_TOKEN",
+                                              help="bearer token for writes")]
+
+
+class Output(StrEnum):
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
+
+class BriefOutput(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the exit to raise."""
+    err.print(f"[red]error:[/red] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine; turn the errors a user can act on into one line and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except ClientError as exc:
+        raise fail(exc.render()) from None
+    except ValidationError as exc:
+        raise fail(f"invalid: {exc}") from None
+    except SchemaCacheError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(str(exc)) from None
+
+
+def _command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Keep a traceback off the terminal for any error a command did not expect."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:  # the last line of defence
+            raise fail(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- serve
+
+
+@app.command()
+@_command
+def serve(
+    registry: Annotated[str, typer.Option(help="registry URL: memory://, sqlite:///file.db, "
+                                               "etcd://host:port[/prefix]")],
+    listen: Annotated[str, typer.Option(help="host:port to bind")] = DEFAULT_LISTEN,
+    token: Annotated[str | None, typer.Option(help="bearer token required on writes")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
+) -> None:
+    """Serve the registry HTTP API (reads open; writes need the token when one is set)."""
+    from .api.http import is_loopback, parse_listen
+
+    if token and token_file:
+        raise fail("use --token or --token-file, not both", EXIT_USAGE)
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise fail(f"cannot read token file: {exc}", EXIT_USAGE) from None
+        if not token:
+            raise fail(f"token file {token_file} is empty", EXIT_USAGE)
+    try:
+        host, _ = parse_listen(listen)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    if not is_loopback(host) and not token:
+        raise fail(f"refusing to serve on non-loopback address {host} without a token "
+                   "(pass --token or --token-file)", EXIT_USAGE)
+    _run(_serve(registry, listen, token))
+
+
+async def _serve(url: str, listen: str, token: str | None) -> None:
+    from .api.http import UvicornServer
+    from .api.server import create_registry_app
+    from .registry import open_registry
+
+    registry = open_registry(url)
+    try:
+        server = UvicornServer(create_registry_app(registry, token=token), listen)
+        base = await server.start()
+        out.print(f"schemacache registry API listening on {base} (registry {url})")
+        sys.stdout.flush()
+        try:
+            await _until_signalled()
+        finally:
+            await server.stop()
+    finally:
+        await registry.close()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# ---------------------------------------------------------------- node
+
+
+@app.command()
+@_command
+def node(
+    registry: Annotated[str, typer.Option(help="registry URL")] = node_config.DEFAULT_REGISTRY,
+    name: Annotated[str | None, typer.Option(help="node name (default: host name + pid)")] = None,
+    state_dir: Annotated[str, typer.Option(help="directory of the durable state")] = "./var/node",
+    listen: Annotated[str, typer.Option(help="admin HTTP host:port (port 0 = any)")] = (
+        node_config.DEFAULT_LISTEN),
+    handler: Annotated[str | None, typer.Option(help="handler as module:attribute")] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, help="handler calls per version")] = (
+        node_config.DEFAULT_MAX_ATTEMPTS),
+    backoff_base: Annotated[float, typer.Option(min=0, help="first retry delay bound, s")] = (
+        node_config.DEFAULT_BACKOFF_BASE),
+    backoff_cap: Annotated[float, typer.Option(min=0, help="largest retry delay bound, s")] = (
+        node_config.DEFAULT_BACKOFF_CAP),
+    handler_timeout: Annotated[float, typer.Option(min=0, help="handler call timeout, s")] = (
+        node_config.DEFAULT_HANDLER_TIMEOUT),
+    repair_interval: Annotated[float, typer.Option(min=0, help="periodic repair, s (0 = off)")] = (
+        node_config.DEFAULT_REPAIR_INTERVAL),
+    workers: Annotated[int, typer.Option(min=1, help="concurrent handler calls")] = (
+        node_config.DEFAULT_WORKERS),
+    alert_webhook: Annotated[str | None, typer.Option(help="Alertmanager-compatible URL")] = None,
+    alert_resend_interval: Annotated[float, typer.Option(min=0, help="alert re-send, s")] = (
+        node_config.DEFAULT_ALERT_RESEND_INTERVAL),
+    node_ttl: Annotated[float, typer.Option(min=0.1, help="registration lease, s")] = (
+        node_config.DEFAULT_NODE_TTL),
+    repair_backoff_base: Annotated[float, typer.Option(
+        min=0, help="first gap between repairs of a still-failing key, s")] = (
+        node_config.DEFAULT_REPAIR_BACKOFF_BASE),
+    repair_backoff_cap: Annotated[float, typer.Option(
+        min=0, help="largest gap between repairs of a still-failing key, s")] = (
+        node_config.DEFAULT_REPAIR_BACKOFF_CAP),
+    unreachable_alert_after: Annotated[float, typer.Option(
+        min=0, help="seconds disconnected before SchemaRegistryUnreachable fires")] = (
+        node_config.DEFAULT_UNREACHABLE_ALERT_AFTER),
+    log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+) -> None:
+    """Run one node: watch the registry, keep the cache, call the handler, serve admin HTTP."""
+    config = node_config.NodeConfig(
+        registry=registry, name=name, state_dir=state_dir, listen=listen, handler=handler,
+        max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
+        handler_timeout=handler_timeout, repair_interval=repair_interval, workers=workers,
+        alert_webhook=alert_webhook, alert_resend_interval=alert_resend_interval,
+        node_ttl=node_ttl, repair_backoff_base=repair_backoff_base,
+        repair_backoff_cap=repair_backoff_cap, unreachable_alert_after=unreachable_alert_after,
+    )
+    from .node.runner import configure_logging, run_node
+
+    configure_logging(log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(run_node(config))
+
+
+# ---------------------------------------------------------------- up / demo
+
+
+@app.command()
+@_command
+def up(
+    nodes: Annotated[int, typer.Option(min=1, max=64, help="number of nodes")] = 3,
+    data_dir: Annotated[Path, typer.Option(help="registry and node state")] = Path("./var"),
+    listen: Annotated[str, typer.Option(help="registry API host:port")] = DEFAULT_LISTEN,
+) -> None:
+    """Run a local cluster: SQLite registry, the API and N nodes, until Ctrl-C."""
+    from .cluster import run_up
+
+    raise typer.Exit(_run(run_up(nodes=nodes, data_dir=data_dir, listen=listen)))
+
+
+@app.command()
+@_command
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="keep the demo's data here "
+                                                       "(default: a temporary directory)")] = None,
+) -> None:
+    """Scripted fault scenario on 3 nodes; exits 0 when every node converged."""
+    from .cluster import run_demo
+
+    raise typer.Exit(_run(run_demo(data_dir=data_dir)))
+
+
+# ---------------------------------------------------------------- client commands
+
+
+def _read_manifests(files: list[str]) -> list[Resource]:
+    texts: list[str | Path] = []
+    for f in files:
+        if f == "-":
+            texts.append(sys.stdin.read())
+        else:
+            path = Path(f)
+            if not path.exists():
+                raise fail(f"{f}: no such file or directory")
+            texts.append(path)
+    resources: list[Resource] = []
+    seen: set[str] = set()
+    from .manifest import load_resources
+
+    for source in texts:
+        try:
+            loaded = load_resources(source)
+        except ValidationError as exc:
+            raise fail(f"invalid manifest: {exc}") from None
+        for r in loaded:
+            if r.key in seen:
+                raise fail(f"invalid manifest: {r.key} is defined twice")
+            seen.add(r.key)
+        resources.extend(loaded)
+    return resources
+
+
+@app.command()
+@_command
+def apply(
+    file: Annotated[list[str], typer.Option("--filename", "-f",
+                                            help="manifest file, directory, or - for stdin")],
+    wait: Annotated[bool, typer.Option(help="wait until every live node applied it")] = False,
+    timeout: Annotated[float, typer.Option(min=0, help="seconds --wait waits")] = (
+        DEFAULT_WAIT_TIMEOUT),
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Create or update the resources of a manifest (validated locally first).
+
+    With --wait, exits 3 when a live node has not reached the apply's revision in
+    time, and 1 when a node recorded a handler failure for one of the resources.
+    """
+    resources = _read_manifests(file)
+    code = _run(_apply(resources, wait, timeout, server, token))
+    raise typer.Exit(code)
+
+
+async def _apply(resources: list[Resource], wait: bool, wait_seconds: float, server: str,
+                 token: str | None) -> int:
+    async with RegistryClient(server, token) as client:
+        result = await client.apply(resources)
+        for item in result["results"]:
+            out.print(f"{item['key']} {item['action']}")
+        if not wait:
+            return EXIT_OK
+        lagging = await wait_for_nodes(client, int(result["revision"]), wait_seconds)
+        if lagging:
+            err.print(f"[red]error:[/red] timed out after {wait_seconds:g}s waiting for "
+                      f"revision {result['revision']} on: {', '.join(lagging)}", markup=True)
+            return EXIT_TIMEOUT
+        failed = failed_keys(await client.cluster(), {i["key"] for i in result["results"]})
+    if failed:
+        shown = "; ".join(f"{node} {key}: {error}" for node, key, error in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        err.print(f"[red]error:[/red] applied, but handlers failed: {shown}{more}", markup=True)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def failed_keys(cluster: dict[str, Any], keys: set[str]) -> list[tuple[str, str, str]]:
+    """``(node, key, last_error)`` of every failure record of ``keys`` in a cluster view."""
+    found = []
+    for entry in cluster.get("nodes", []):
+        for record in (entry.get("status") or {}).get("failures") or []:
+            if record.get("key") in keys:
+                found.append((entry["name"], str(record["key"]),
+                              str(record.get("last_error", ""))))
+    return found
+
+
+async def wait_for_nodes(client: RegistryClient, revision: int, wait_seconds: float,
+                         show: bool = True) -> list[str]:
+    """Poll the cluster until every live node's ``applied_revision`` reaches ``revision``.
+
+    :param client: the registry API client.
+    :param revision: the revision to reach.
+    :param wait_seconds: seconds to wait.
+    :param show: draw a progress display on stderr (default ``True``).
+    :returns: the nodes that did not make it (empty on success).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    deadline = time.monotonic() + wait_seconds
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), console=err,
+                        transient=True, disable=not show)
+    tasks: dict[str, Any] = {}
+    with progress:
+        while True:
+            cluster = await client.cluster()
+            lagging: list[str] = []
+            for entry in cluster["nodes"]:
+                applied = _applied_revision(entry)
+                if entry["name"] not in tasks:
+                    tasks[entry["name"]] = progress.add_task(entry["name"], total=revision)
+                progress.update(tasks[entry["name"]], completed=min(applied, revision))
+                if applied < revision:
+                    lagging.append(entry["name"])
+            if not lagging:
+                return []
+            if time.monotonic() >= deadline:
+                return lagging
+            await asyncio.sleep(WAIT_POLL_INTERVAL)
+
+
+def _applied_revision(entry: dict[str, Any]) -> int:
+    status = entry.get("status") or {}
+    try:
+        return int(status.get("applied_revision") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _key_for(kind: str, ref: str) -> str:
+    if kind == GROUP_KIND:
+        if "/" in ref:
+            raise fail(f"a group is named by NAME alone, got {ref!r}", EXIT_USAGE)
+        return make_key(kind, None, ref)
+    group, sep, name = ref.partition("/")
+    if not sep or not group or not name or "/" in name:
+        raise fail(f"expected GROUP/NAME, got {ref!r}", EXIT_USAGE)
+    return make_key(kind, group, name)
+
+
+@app.command()
+@_command
+def get(
+    kind: Annotated[str, typer.Argument(help="resource kind (group, measure, …) or all")],
+    ref: Annotated[str | None, typer.Argument(
+        metavar="[GROUP/NAME]", help="one resource, or GROUP to list a group's members")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="output format")] = (
+        Output.table),
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Show one resource or list resources."""
+    _run(_get(kind, ref, output, server, token))
+
+
+async def _get(kind: str, ref: str | None, output: Output, server: str,
+               token: str | None) -> None:
+    async with RegistryClient(server, token) as client:
+        if ref is not None and (kind == GROUP_KIND or "/" in ref):
+            doc = await client.get(_key_for(kind, ref))
+            _print_resources([doc], output, single=True)
+            return
+        listing = await client.list_resources(kind=None if kind == "all" else kind, group=ref)
+        _print_resources(listing["items"], output, single=False, kind=kind)
+
+
+def _print_resources(docs: list[dict[str, Any]], output: Output, single: bool,
+                     kind: str | None = None) -> None:
+    if output is Output.json:
+        out.print_json(json.dumps(docs[0] if single else docs))
+    elif output is Output.yaml:
+        sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False) if docs else "")
+    else:
+        if not docs:
+            from .kinds import KINDS
+
+            known = "" if not kind or kind in KINDS or kind == "all" else (
+                f" (known kinds: {', '.join(sorted(KINDS))})")
+            err.print(f"no resources found{known}")
+            return
+        table = Table(box=None, header_style="bold")
+        for column in ("KIND", "GROUP", "NAME", "REVISION", "UPDATED"):
+            table.add_column(column)
+        for d in docs:
+            meta = d.get("metadata", {})
+            table.add_row(d.get("kind", ""), meta.get("group") or "-", meta.get("name", ""),
+                          str(meta.get("mod_revision", "")), _age(meta.get("updated_at")))
+        out.print(table)
+
+
+def _age(stamp: Any) -> str:
+    """A compact "how long ago" for an ISO timestamp or epoch seconds."""
+    if stamp in (None, ""):
+        return "-"
+    try:
+        when = (datetime.fromtimestamp(float(stamp), UTC) if isinstance(stamp, int | float)
+                else datetime.fromisoformat(str(stamp)))
+    except ValueError:
+        return str(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = max(0, int((datetime.now(UTC) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+@app.command()
+@_command
+def delete(
+    kind: Annotated[str, typer.Argument(help="resource kind")],
+    ref: Annotated[str, typer.Argument(metavar="GROUP/NAME", help="GROUP/NAME (NAME for a "
+                                                                  "group)")],
+    cascade: Annotated[bool, typer.Option(help="delete the resources that reference it "
+                                               "first")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Delete one resource."""
+    key = _key_for(kind, ref)
+    _run(_delete(key, cascade, server, token))
+
+
+async def _delete(key: str, cascade: bool, server: str, token: str | None) -> None:
+    async with RegistryClient(server, token) as client:
+        try:
+            result = await client.delete(key, cascade=cascade)
+        except ClientError as exc:
+            if exc.error == "referenced":
+                exc.message = exc.message.replace("use cascade=True", "use --cascade")
+            raise ClientError(exc.status, exc.error, exc.message, exc.field) from None
+    out.print(f"{key} deleted (revision {result['revision']})")
+
+
+@app.command()
+@_command
+def status(
+    output: Annotated[BriefOutput, typer.Option("--output", "-o", help="output format")] = (
+        BriefOutput.table),
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Every live node's state beside the registry's revision and digest."""
+    cluster = _run(_cluster(server, token))
+    if output is BriefOutput.json:
+        out.print_json(json.dumps(cluster))
+        return
+    out.print(render_status(cluster))
+
+
+async def _cluster(server: str, token: str | None) -> dict[str, Any]:
+    async with RegistryClient(server, token) as client:
+        return await client.cluster()
+
+
+def render_status(cluster: dict[str, Any]) -> Table:
+    """The ``status`` table of a ``GET /v1/cluster`` answer."""
+    registry_rev = int(cluster.get("revision", 0))
+    digest = str(cluster.get("digest", ""))
+    table = Table(title=f"registry revision {registry_rev} · digest {digest[:12]}",
+                  header_style="bold", title_justify="left")
+    for column in ("NODE", "STATE", "APPLIED", "REGISTRY", "LAG", "FAILURES", "BLOCKED",
+                   "LAST REPAIR", "DIGEST"):
+        table.add_column(column, no_wrap=column in ("NODE", "STATE", "DIGEST"),
+                         min_width=12 if column == "DIGEST" else None)
+    if not cluster.get("nodes"):
+        table.caption = "no live node is registered"
+    for entry in cluster.get("nodes", []):
+        st = entry.get("status")
+        if not st:
+            table.add_row(entry["name"], "[red]unreachable[/red]", "-", "-", "-", "-", "-", "-",
+                          str(entry.get("error", ""))[:40])
+            continue
+        applied = int(st.get("applied_revision") or 0)
+        node_registry = int(st.get("registry_revision") or registry_rev)
+        node_digest = str((st.get("cache") or {}).get("digest", ""))
+        same = node_digest == digest
+        state = str(st.get("state", "?"))
+        colour = {"ready": "green", "syncing": "yellow", "repairing": "yellow"}.get(state, "red")
+        repair = st.get("repair") or {}
+        last = repair.get("last_finished")
+        last_repair = (f"{repair.get('last_outcome') or ''} {_age(last)}".strip()
+                       if last else "-")
+        table.add_row(
+            entry["name"], f"[{colour}]{state}[/{colour}]", str(applied), str(node_registry),
+            str(max(0, node_registry - applied)), str(len(st.get("failures") or [])),
+            str(len(st.get("blocked") or [])), last_repair,
+            f"[green]{node_digest[:12]}[/green]" if same else f"[red]{node_digest[:12]}[/red]",
+        )
+    return table
+
+
+@app.command()
+@_command
+def digest(
+    output: Annotated[BriefOutput, typer.Option("--output", "-o", help="output format")] = (
+        BriefOutput.table),
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """The registry's schema digest (equals every converged node's cache digest)."""
+    result = _run(_digest(server, token))
+    if output is BriefOutput.json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(f"{result['digest']}  revision {result['revision']}  {result['count']} keys")
+
+
+async def _digest(server: str, token: str | None) -> dict[str, Any]:
+    async with RegistryClient(server, token) as client:
+        return await client.digest()
+
+
+def main() -> None:
+    """Entry point of the ``schemacache`` command."""
+    app()

@@ -1,0 +1,113 @@
+"""Handlers: what a node calls to act on a schema change.
+
+A handler is any object with ``apply(resource)`` and ``delete(resource)``,
+coroutine functions or plain ones (plain ones run in a worker thread so they
+cannot stall the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from ..model import Resource
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """Acts on schema changes; must be idempotent (calls are at-least-once)."""
+
+    def apply(self, resource: Resource) -> Any:
+        """Create or update ``resource`` (may be ``async``)."""
+        ...
+
+    def delete(self, resource: Resource) -> Any:
+        """Remove ``resource`` (its last version; may be ``async``)."""
+        ...
+
+
+def load_handler(spec: str) -> Handler:
+    """Load ``module:attribute``; a class or factory is called with no arguments.
+
+    :raises ValueError: on a malformed spec or an object that is no handler.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"bad handler {spec!r}: expected module:attribute")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if inspect.isclass(obj) or (callable(obj) and not _is_handler(obj)):
+        obj = obj()
+    if not _is_handler(obj):
+        raise ValueError(f"handler {spec!r} has no apply(resource) and delete(resource)")
+    return obj  # type: ignore[no-any-return]
+
+
+def _is_handler(obj: Any) -> bool:
+    return callable(getattr(obj, "apply", None)) and callable(getattr(obj, "delete", None))
+
+
+class HandlerCaller:
+    """Calls one handler operation with a timeout, async or in a thread.
+
+    :param handler: the handler (``None`` = no handler: every call succeeds at once).
+    :param timeout: seconds a call may take before it counts as failed.
+    """
+
+    def __init__(self, handler: Handler | None, timeout: float):
+        self.handler = handler
+        self.timeout = timeout
+        self._fns: dict[str, tuple[Callable[[Resource], Any], bool]] = {}
+        if handler is not None:
+            for op in ("apply", "delete"):
+                fn = getattr(handler, op)
+                self._fns[op] = (fn, inspect.iscoroutinefunction(fn))
+
+    @property
+    def active(self) -> bool:
+        return self.handler is not None
+
+    async def call(self, op: str, resource: Resource) -> None:
+        """Run ``op`` (``apply`` or ``delete``); raises what the handler raised, or
+        :class:`TimeoutError`."""
+        entry = self._fns.get(op)
+        if entry is None:
+            return
+        fn, is_async = entry
+        if is_async:
+            await asyncio.wait_for(fn(resource), self.timeout)
+            return
+        result = await asyncio.wait_for(asyncio.to_thread(fn, resource), self.timeout)
+        if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            await asyncio.wait_for(result, self.timeout)
+
+    async def replay(self, resources: list[Resource]) -> dict[str, BaseException]:
+        """Apply ``resources`` in order (state rebuild after a restart); returns the
+        errors by key.  Plain handlers get the whole list in one thread."""
+        errors: dict[str, BaseException] = {}
+        entry = self._fns.get("apply")
+        if entry is None or not resources:
+            return errors
+        fn, is_async = entry
+        if is_async:
+            for r in resources:
+                try:
+                    await asyncio.wait_for(fn(r), self.timeout)
+                except Exception as exc:
+                    errors[r.key] = exc
+            return errors
+
+        def run_all() -> None:
+            for r in resources:
+                try:
+                    fn(r)
+                except Exception as exc:
+                    errors[r.key] = exc
+
+        await asyncio.to_thread(run_all)
+        return errors

@@ -1,0 +1,493 @@
+"""The Node: one process's self-healing schema cache.
+
+Composes the durable state, the reconciler (work queue, workers, retry
+limiter, dependencies), the watch loop, repairs, metrics, alerts and the
+node's registration in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from ..kinds import apply_order
+from ..model import Resource
+from ..observe.alerts import Alerter
+from ..observe.metrics import NodeMetrics
+from ..registry import NodeLease, Registry
+from .cache import NodeCache
+from .config import (
+    DEFAULT_ALERT_RESEND_INTERVAL,
+    DEFAULT_HANDLER_TIMEOUT,
+    DEFAULT_NODE_TTL,
+    DEFAULT_REPAIR_BACKOFF_BASE,
+    DEFAULT_REPAIR_BACKOFF_CAP,
+    DEFAULT_REPAIR_INTERVAL,
+    DEFAULT_UNREACHABLE_ALERT_AFTER,
+    DEFAULT_WORKERS,
+)
+from .handler import Handler, HandlerCaller
+from .reconciler import Reconciler, WorkBatch
+from .repair import Repairer
+from .retry import RetryPolicy
+from .state import StateStore
+from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, Syncer
+
+log = logging.getLogger(__name__)
+
+ALERT_UNREACHABLE = "SchemaRegistryUnreachable"
+ALERT_LAGGING = "SchemaCacheLagging"
+LAG_ALERT_REVISIONS = 1000
+"""Revision lag (registry - applied) that counts as lagging."""
+LAG_ALERT_AFTER = 120.0
+"""Seconds the lag must stay at or above :data:`LAG_ALERT_REVISIONS` before
+``SchemaCacheLagging`` fires."""
+MONITOR_INTERVAL = 1.0
+"""Seconds between gauge refreshes, registry revision probes and alert checks."""
+STOP_TIMEOUT = 5.0
+"""Seconds :meth:`Node.stop` waits for the registration to be revoked."""
+
+STATES = ("syncing", "ready", "repairing", "degraded", "disconnected")
+
+
+def default_node_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Node:
+    """A schema cache kept current from a registry, acting through a handler.
+
+    Use it as an async context manager, or call :meth:`start` and :meth:`stop`.
+
+    :param registry: the registry (not closed by the node).
+    :param name: unique node name (default: host name + pid).
+    :param state_dir: directory of the durable state file ``state.db`` (required).
+    :param handler: object with ``apply``/``delete`` (default ``None``: cache only).
+    :param retry: retry policy of the event path (default ``RetryPolicy()``:
+        5 attempts, 0.1 s doubling to 30 s, full jitter).
+    :param workers: concurrent handler calls (default 8).
+    :param handler_timeout: seconds before a handler call counts as failed (default 30).
+    :param repair_interval: seconds between periodic repairs, ±10 % (default 600; 0 = off).
+    :param repair_backoff_base: first gap between repair attempts of a failed key,
+        also the first retry delay of a failed repair listing (default 5 s).
+    :param repair_backoff_cap: largest such gap (default 300 s).
+    :param alert_webhook: Alertmanager-compatible URL for alerts (default ``None``: log only).
+    :param alert_resend_interval: seconds between re-sends of a firing alert (default 300).
+    :param admin_url: URL of the node's admin server; when set the node registers
+        itself in the registry under a lease (default ``None``: not registered).
+    :param node_ttl: lease of the registration, refreshed every ttl/3 (default 10 s).
+    :param metrics: metrics to update (default: a new :class:`NodeMetrics`).
+    :param alerter: alert sink (default: an :class:`Alerter` built from the
+        webhook settings; the node starts and closes whichever it uses).
+    :param unreachable_alert_after: seconds disconnected before
+        ``SchemaRegistryUnreachable`` fires (default 30).
+    :param reconnect_base: first reconnect delay bound (default 0.8 s).
+    :param reconnect_cap: largest reconnect delay bound (default 30 s).
+    :param lag_alert_revisions: lag that counts as lagging (default 1000).
+    :param lag_alert_after: seconds of lagging before ``SchemaCacheLagging`` (default 120).
+    :param monitor_interval: seconds between gauge refreshes and alert checks (default 1).
+    :param max_pending_keys: backpressure threshold of the watch (default 10,000).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        name: str | None = None,
+        state_dir: str | os.PathLike[str],
+        handler: Handler | None = None,
+        retry: RetryPolicy | None = None,
+        workers: int = DEFAULT_WORKERS,
+        handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
+        repair_interval: float = DEFAULT_REPAIR_INTERVAL,
+        repair_backoff_base: float = DEFAULT_REPAIR_BACKOFF_BASE,
+        repair_backoff_cap: float = DEFAULT_REPAIR_BACKOFF_CAP,
+        alert_webhook: str | None = None,
+        alert_resend_interval: float = DEFAULT_ALERT_RESEND_INTERVAL,
+        admin_url: str | None = None,
+        node_ttl: float = DEFAULT_NODE_TTL,
+        metrics: NodeMetrics | None = None,
+        alerter: Alerter | None = None,
+        unreachable_alert_after: float = DEFAULT_UNREACHABLE_ALERT_AFTER,
+        reconnect_base: float = RECONNECT_BASE,
+        reconnect_cap: float = RECONNECT_CAP,
+        lag_alert_revisions: int = LAG_ALERT_REVISIONS,
+        lag_alert_after: float = LAG_ALERT_AFTER,
+        monitor_interval: float = MONITOR_INTERVAL,
+        max_pending_keys: int = MAX_PENDING_KEYS,
+    ):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.registry = registry
+        self._name = name or default_node_name()
+        self.state_dir = state_dir
+        self.handler = handler
+        self.retry = retry or RetryPolicy()
+        self.workers = workers
+        self.handler_timeout = handler_timeout
+        self.repair_interval = repair_interval
+        self.repair_backoff_base = repair_backoff_base
+        self.repair_backoff_cap = repair_backoff_cap
+        self.admin_url = admin_url
+        self.node_ttl = node_ttl
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.alerter = alerter if alerter is not None else Alerter(
+            self._name, alert_webhook, resend_interval=alert_resend_interval,
+            metrics=self.metrics)
+        self.unreachable_alert_after = unreachable_alert_after
+        self.reconnect_base = reconnect_base
+        self.reconnect_cap = reconnect_cap
+        self.lag_alert_revisions = lag_alert_revisions
+        self.lag_alert_after = lag_alert_after
+        self.monitor_interval = monitor_interval
+        self.max_pending_keys = max_pending_keys
+        self.registry_revision = 0
+        self._store: StateStore | None = None
+        self._rec: Reconciler | None = None
+        self._repairer: Repairer | None = None
+        self._syncer: Syncer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sync_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._started = False
+        self._stopped = False
+        self._lease: NodeLease | None = None
+        self._lag_since: float | None = None
+        self.state_moved_aside: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Load durable state, rebuild the handler's state, and start syncing.
+
+        Returns once the node runs; :meth:`ready` tells when the initial sync is done.
+        """
+        if self._started:
+            return
+        self._started = True
+        await self.alerter.start()
+        self._store = StateStore(self.state_dir)
+        loaded = await self._store.open()
+        self.state_moved_aside = loaded.moved_aside
+        caller = HandlerCaller(self.handler, self.handler_timeout)
+        self._rec = rec = Reconciler(
+            store=self._store, caller=caller, retry=self.retry, metrics=self.metrics,
+            alerter=self.alerter, workers=self.workers,
+            repair_backoff_base=self.repair_backoff_base,
+            repair_backoff_cap=self.repair_backoff_cap, request_repair=self._request_repair)
+        rec.load(loaded)
+        self._repairer = Repairer(
+            self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
+            backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
+        self._syncer = Syncer(
+            self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
+            reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)
+        backlog: WorkBatch | None = None
+        if not loaded.fresh:
+            await self._replay()
+            log.info("node %s resumed from state: %d applied, %d desired, %d failed, "
+                     "received revision %d", self._name, len(rec.applied), len(rec.desired),
+                     len(rec.failures), rec.received_revision)
+            backlog = rec.enqueue_backlog()
+        rec.start_workers()
+        self._sync_task = asyncio.create_task(self._syncer.run(loaded.fresh), name="watch")
+        self._tasks = [
+            self._sync_task,
+            asyncio.create_task(self._await_ready(backlog), name="ready"),
+            asyncio.create_task(self._monitor(), name="monitor"),
+        ]
+        if self.admin_url is not None:
+            self._tasks.append(asyncio.create_task(self._keep_registered(), name="register"))
+        self._repairer.start_periodic()
+
+    async def stop(self) -> None:
+        """Stop syncing, revoke the registration, commit state and close alerts."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._repairer is not None:
+            await self._repairer.stop()
+        if self._rec is not None:
+            await self._rec.stop_workers()
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lease.revoke(), STOP_TIMEOUT)
+            self._lease = None
+        if self._store is not None:
+            await self._store.close()
+        await self.alerter.close()
+
+    async def _replay(self) -> None:
+        rec = self._reconciler
+        if self.handler is None or not rec.applied:
+            return
+        started = time.perf_counter()
+        resources = apply_order(r for _, r in rec.applied.values())
+        errors = await rec.caller.replay(resources)
+        if errors:
+            for key, exc in sorted(errors.items()):
+                log.warning("re-applying %s at start-up failed (%s: %s); it will be retried",
+                            key, type(exc).__name__, exc)
+            rec.mark_reapply(errors)
+        log.info("re-applied %d resources to the handler in %.3fs", len(resources),
+                 time.perf_counter() - started)
+
+    async def _await_ready(self, backlog: WorkBatch | None) -> None:
+        syncer = self._syncer
+        assert syncer is not None
+        await syncer.synced.wait()
+        if syncer.startup_run is not None:
+            await syncer.startup_run.done
+        if backlog is not None:
+            await backlog.done.wait()
+        self._ready.set()
+        log.info("node %s ready at revision %d", self._name, self._reconciler.applied_revision)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def _reconciler(self) -> Reconciler:
+        if self._rec is None:
+            raise RuntimeError("the node is not started")
+        return self._rec
+
+    @property
+    def cache(self) -> NodeCache:
+        """The applied state (:meth:`NodeCache.get`, :meth:`NodeCache.list`)."""
+        return self._reconciler.cache
+
+    @property
+    def applied_revision(self) -> int:
+        """Highest revision R such that every event up to R is settled."""
+        return self._reconciler.applied_revision
+
+    @property
+    def received_revision(self) -> int:
+        return self._reconciler.received_revision
+
+    async def ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until the initial sync is done.
+
+        :param timeout: seconds to wait (default ``None``: forever); raises
+            :class:`TimeoutError` when it runs out.
+        """
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set() and not self._stopped
+
+    def is_healthy(self) -> bool:
+        """True while the watch loop and the workers run."""
+        if not self._started or self._stopped or self._rec is None:
+            return False
+        return (self._sync_task is not None and not self._sync_task.done()
+                and self._rec.workers_alive())
+
+    async def wait_for_revision(
+        self, revision: int, timeout: float | None = None  # noqa: ASYNC109 - public API
+    ) -> bool:
+        """Wait until :attr:`applied_revision` ≥ ``revision``.
+
+        :param timeout: seconds to wait (default ``None``: forever).
+        :returns: True once reached, False when ``timeout`` ran out first.
+        """
+        rec = self._reconciler
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            changed = rec.progress_event()
+            if rec.applied_revision >= revision:
+                return True
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    def state(self) -> str:
+        """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
+        rec = self._reconciler
+        assert self._syncer is not None and self._repairer is not None
+        if self._syncer.disconnected_since is not None:
+            return "disconnected"
+        if not self._ready.is_set():
+            return "syncing"
+        if self._repairer.running:
+            return "repairing"
+        if rec.failures or rec.blocked():
+            return "degraded"
+        return "ready"
+
+    def status(self) -> dict[str, Any]:
+        """The ``/v1/status`` document."""
+        rec = self._reconciler
+        assert self._repairer is not None
+        repair = self._repairer.info()
+        if repair["last_finished"] is not None:
+            repair["last_finished"] = datetime.fromtimestamp(
+                repair["last_finished"], UTC).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
+        applied = rec.applied_revision
+        return {
+            "node": self._name,
+            "state": self.state(),
+            "applied_revision": applied,
+            "received_revision": rec.received_revision,
+            "registry_revision": max(self.registry_revision, rec.received_revision),
+            "cache": {"size": rec.cache.size, "digest": rec.cache.digest()},
+            "failures": rec.failure_list(),
+            "blocked": rec.blocked(),
+            "repair": repair,
+        }
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The failure records: ``key``, ``revision``, ``attempts``, ``first_failed``,
+        ``last_failed``, ``last_error``."""
+        return self._reconciler.failure_list()
+
+    def blocked(self) -> list[dict[str, Any]]:
+        """Parked keys: ``key`` and ``blocked_by``."""
+        return self._reconciler.blocked()
+
+    def cache_snapshot(self) -> dict[str, Any]:
+        """``{"applied_revision": R, "resources": [envelopes]}``."""
+        rec = self._reconciler
+        return {"applied_revision": rec.applied_revision,
+                "resources": [r.to_dict() for r in rec.cache.list()]}
+
+    def resources(self) -> list[Resource]:
+        return self.cache.list()
+
+    async def flush(self) -> None:
+        """Commit every pending durable write now."""
+        if self._store is not None:
+            await self._store.flush()
+
+    # ------------------------------------------------------------------ repair
+
+    def _request_repair(self, reason: str) -> None:
+        if self._repairer is not None and not self._stopped:
+            self._repairer.request(reason)
+
+    async def repair(self, reason: str = "manual", wait: bool = True) -> dict[str, Any]:
+        """Request a repair (a full sync).
+
+        :param reason: one of ``manual`` (default; ignores failed keys' repair
+            backoff), ``periodic``, ``exhausted``, ``compacted``, ``reset``, ``startup``.
+        :param wait: wait for the repair to finish and return its result
+            (``reason``, ``outcome`` ∈ ok|partial|error|cancelled, ``revision``,
+            ``enqueued``, ``duration_seconds``); with ``False`` return at once
+            with ``{"reason", "accepted", "coalesced"}``.
+        """
+        if self._repairer is None or self._stopped:
+            raise RuntimeError("the node is not running")
+        coalesced = self._repairer.running
+        run = self._repairer.request(reason)
+        if not wait:
+            return {"reason": run.reason, "accepted": True, "coalesced": coalesced}
+        return dict(await asyncio.shield(run.done))
+
+    # ------------------------------------------------------------------ background
+
+    async def _monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                rev = await asyncio.wait_for(self.registry.revision(),
+                                             max(1.0, 2 * self.monitor_interval))
+                self.registry_revision = max(self.registry_revision, rev)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # the watch loop reports connection problems
+            try:
+                self._update_gauges(loop.time())
+            except Exception:
+                log.exception("node monitor failed")
+            await asyncio.sleep(self.monitor_interval)
+
+    def _update_gauges(self, now: float) -> None:
+        rec = self._reconciler
+        assert self._syncer is not None
+        m = self.metrics
+        applied = rec.applied_revision
+        registry_rev = max(self.registry_revision, rec.received_revision)
+        lag = max(0, registry_rev - applied)
+        m.applied_revision.set(applied)
+        m.registry_revision.set(registry_rev)
+        m.revision_lag.set(lag)
+        m.queue_depth.set(len(rec.queue))
+        m.queue_longest_running.set(rec.longest_running())
+        m.failed_keys.set(len(rec.failures))
+        if lag >= self.lag_alert_revisions:
+            if self._lag_since is None:
+                self._lag_since = now
+            elif now - self._lag_since >= self.lag_alert_after:
+                self.alerter.fire(ALERT_LAGGING, severity="warning",
+                                  summary=f"applied revision {applied} lags the registry "
+                                          f"({registry_rev}) by {lag} revisions")
+        else:
+            self._lag_since = None
+            self.alerter.resolve(ALERT_LAGGING)
+        since = self._syncer.disconnected_since
+        if since is not None and now - since >= self.unreachable_alert_after:
+            self.alerter.fire(ALERT_UNREACHABLE, severity="critical",
+                              summary=f"registry unreachable for {now - since:.0f}s; "
+                                      "serving the cached schema",
+                              error=self._syncer.last_error or "")
+        elif since is None:
+            self.alerter.resolve(ALERT_UNREACHABLE)
+
+    def register(self, admin_url: str) -> None:
+        """Register the running node in the registry under ``admin_url`` (kept
+        alive every ``node_ttl``/3 until :meth:`stop`).  Starting a node with
+        ``admin_url`` set does the same."""
+        if not self._started or self._stopped:
+            raise RuntimeError("the node is not running")
+        if self.admin_url is not None and any(t.get_name() == "register" for t in self._tasks):
+            if admin_url == self.admin_url:
+                return
+            raise RuntimeError("the node is already registered")
+        self.admin_url = admin_url
+        self._tasks.append(asyncio.create_task(self._keep_registered(), name="register"))
+
+    async def _keep_registered(self) -> None:
+        assert self.admin_url is not None
+        interval = max(0.05, self.node_ttl / 3)
+        while True:
+            try:
+                if self._lease is None:
+                    self._lease = await self.registry.register_node(
+                        self._name, self.admin_url, ttl=self.node_ttl)
+                else:
+                    await self._lease.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node registration failed (%s: %s); retrying", type(exc).__name__,
+                            exc)
+                self._lease = None
+            await asyncio.sleep(interval)

@@ -1,0 +1,158 @@
+"""A level-triggered per-key work queue with priorities (client-go workqueue style).
+
+A key is either *dirty* (waiting), *processing* (a worker holds it), both (it
+changed while being processed: it is queued again when the worker is done), or
+neither.  Adding a key that is already dirty does nothing except raise its
+priority, so a burst of changes to one key collapses into one item; a key is
+never handed to two workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+PRIO_LIVE = 0
+"""Keys changed by a watch event."""
+PRIO_RETRY = 1
+"""Keys whose retry delay ran out."""
+PRIO_REPAIR = 2
+"""Keys enqueued by a repair (full sync) or a per-key repair retry."""
+PRIORITIES = (PRIO_LIVE, PRIO_RETRY, PRIO_REPAIR)
+
+
+class WorkQueue:
+    """Keys waiting for a worker, most urgent priority first, FIFO within one.
+
+    Not thread-safe: use it from the event loop only.
+    """
+
+    def __init__(self) -> None:
+        self._queues: tuple[deque[str], ...] = tuple(deque() for _ in PRIORITIES)
+        self._dirty: dict[str, int] = {}
+        self._processing: set[str] = set()
+        self._timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
+        self._nonempty = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._urgent = 0  # dirty keys of priority live or retry (what backpressure counts)
+        self._shutdown = False
+
+    # --- adding -------------------------------------------------------------
+
+    def add(self, key: str, prio: int = PRIO_LIVE) -> None:
+        """Mark ``key`` dirty at ``prio`` (a more urgent priority wins)."""
+        if self._shutdown:
+            return
+        current = self._dirty.get(key)
+        if current is not None and current <= prio:
+            return
+        if current is not None and current > PRIO_RETRY >= prio:
+            self._urgent += 1
+        elif current is None and prio <= PRIO_RETRY:
+            self._urgent += 1
+        self._dirty[key] = prio
+        if key in self._processing:
+            return  # re-queued by done()
+        self._queues[prio].append(key)
+        self._nonempty.set()
+
+    def add_after(self, key: str, delay: float, prio: int = PRIO_RETRY) -> None:
+        """Add ``key`` after ``delay`` seconds; an earlier pending timer for it is kept
+        if it fires sooner."""
+        if self._shutdown:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay)
+        existing = self._timers.get(key)
+        if existing is not None:
+            handle, _ = existing
+            if handle.when() <= when:
+                return
+            handle.cancel()
+        handle = loop.call_at(when, self._fire_timer, key, prio)
+        self._timers[key] = (handle, prio)
+
+    def cancel_timer(self, key: str) -> None:
+        """Drop a pending delayed add of ``key``."""
+        existing = self._timers.pop(key, None)
+        if existing is not None:
+            existing[0].cancel()
+
+    def has_timer(self, key: str) -> bool:
+        return key in self._timers
+
+    def _fire_timer(self, key: str, prio: int) -> None:
+        self._timers.pop(key, None)
+        self.add(key, prio)
+
+    # --- taking -------------------------------------------------------------
+
+    def pop_nowait(self) -> tuple[str, int] | None:
+        """The next key and its priority, now in *processing*; ``None`` if none waits."""
+        for prio, q in enumerate(self._queues):
+            while q:
+                key = q.popleft()
+                if self._dirty.get(key) != prio or key in self._processing:
+                    continue  # stale entry: re-prioritised, or held by a worker
+                del self._dirty[key]
+                if prio <= PRIO_RETRY:
+                    self._urgent -= 1
+                self._processing.add(key)
+                self._progress.set()
+                return key, prio
+        self._nonempty.clear()
+        return None
+
+    async def pop(self) -> tuple[str, int]:
+        """Wait for the next key (see :meth:`pop_nowait`)."""
+        while True:
+            item = self.pop_nowait()
+            if item is not None:
+                return item
+            if self._shutdown:
+                raise asyncio.CancelledError
+            await self._nonempty.wait()
+
+    def done(self, key: str) -> None:
+        """A worker finished ``key``; if it changed meanwhile it is queued again."""
+        self._processing.discard(key)
+        prio = self._dirty.get(key)
+        if prio is not None:
+            self._queues[prio].append(key)
+            self._nonempty.set()
+
+    # --- introspection ------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._dirty)
+
+    @property
+    def urgent(self) -> int:
+        """Dirty keys at live or retry priority."""
+        return self._urgent
+
+    @property
+    def processing(self) -> int:
+        return len(self._processing)
+
+    def is_dirty(self, key: str) -> bool:
+        return key in self._dirty
+
+    def is_processing(self, key: str) -> bool:
+        return key in self._processing
+
+    async def wait_urgent_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` keys wait at live or retry priority."""
+        while self._urgent >= limit and not self._shutdown:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def shutdown(self) -> None:
+        """Stop handing out keys and cancel every delayed add."""
+        self._shutdown = True
+        for handle, _ in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._nonempty.set()
+        self._progress.set()
+

@@ -1,0 +1,655 @@
+"""The heart of a node: desired vs applied state per key, reconciled by workers.
+
+Events (and repairs) only change *desired* state and enqueue the key; a worker
+takes the key, compares desired with applied, and calls the handler.  Failed
+calls are retried with backoff up to ``max_attempts`` per (key, revision);
+after that the key is recorded as failed and only repair touches it, with its
+own per-key backoff.  A key whose prerequisite is not applied is parked until
+it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import PermanentError
+from ..kinds import level, references
+from ..model import Event, EventType, Resource
+from ..observe.alerts import Alerter
+from ..observe.metrics import NodeMetrics
+from .cache import NodeCache
+from .handler import HandlerCaller
+from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
+from .retry import RetryPolicy, backoff_bound
+from .state import FailureRecord, LoadedState, StateStore
+
+log = logging.getLogger(__name__)
+
+ALERT_EXHAUSTED = "SchemaEventRetriesExhausted"
+UNKNOWN_REVISION = -1
+"""Applied revision of a resource whose version must be applied again (after a
+registry reset, or when re-applying it at start-up failed)."""
+YIELD_EVERY = 64
+"""Keys a worker handles without a handler await before yielding to the loop."""
+ERROR_TEXT_LIMIT = 2000
+
+NODE_KIND = "node"
+
+
+@dataclass(slots=True)
+class Desired:
+    """The newest version of a key the node knows of.
+
+    :param revision: the version's revision (the delete revision for a tombstone).
+    :param deleted: a tombstone: the key is deleted at ``revision``.
+    :param resource: the version (for a tombstone, the last version known).
+    :param live: received from the watch (its propagation delay is measured).
+    """
+
+    revision: int
+    deleted: bool
+    resource: Resource
+    live: bool = False
+
+
+@dataclass(slots=True)
+class _Attempts:
+    revision: int
+    count: int
+    first_failed: float
+    not_before: float  # loop time of the next allowed attempt
+
+
+@dataclass
+class WorkBatch:
+    """Keys enqueued together (a repair, the start-up backlog); done when a
+    worker has handled each of them once."""
+
+    outstanding: set[str]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    incomplete: bool = False
+
+    def finish(self, key: str, ok: bool) -> None:
+        if key in self.outstanding:
+            self.outstanding.discard(key)
+            if not ok:
+                self.incomplete = True
+            if not self.outstanding:
+                self.done.set()
+
+
+def _kind(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:ERROR_TEXT_LIMIT]
+
+
+class Reconciler:
+    """Desired/applied state, the work queue, the workers and the retry limiter.
+
+    :param store: durable state.
+    :param caller: handler invoker.
+    :param retry: retry policy of the event path.
+    :param metrics: node metrics.
+    :param alerter: alert sink.
+    :param workers: concurrent workers.
+    :param repair_backoff_base: first gap between repair attempts of a failed key.
+    :param repair_backoff_cap: largest such gap.
+    :param request_repair: called with a reason when a repair is needed.
+    """
+
+    def __init__(self, *, store: StateStore, caller: HandlerCaller, retry: RetryPolicy,
+                 metrics: NodeMetrics, alerter: Alerter, workers: int,
+                 repair_backoff_base: float, repair_backoff_cap: float,
+                 request_repair: Callable[[str], Any]):
+        self.store = store
+        self.caller = caller
+        self.retry = retry
+        self.metrics = metrics
+        self.alerter = alerter
+        self.workers = workers
+        self.repair_backoff_base = repair_backoff_base
+        self.repair_backoff_cap = repair_backoff_cap
+        self._request_repair = request_repair
+        self.queue = WorkQueue()
+        self.desired: dict[str, Desired] = {}
+        self.applied: dict[str, tuple[int, Resource]] = {}
+        self.failures: dict[str, FailureRecord] = {}
+        self.cache = NodeCache(self.applied)
+        self.received_revision = 0
+        self.cluster_id: str | None = None
+        self._attempts: dict[str, _Attempts] = {}
+        self._repair_fails: dict[str, int] = {}
+        self._repair_not_before: dict[str, float] = {}
+        self._repair_forced: set[str] = set()
+        self._parked: dict[str, tuple[list[str], int]] = {}
+        self._waiters: dict[str, set[str]] = {}
+        self._dependents: dict[str, set[str]] = {}
+        self._unsettled: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._running: dict[str, float] = {}
+        self._batches: list[WorkBatch] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kind_counts: dict[str, int] = {}
+        self._event_counters: dict[tuple[str, EventType], Any] = {}
+        self._progress = asyncio.Event()
+        self._progress_used = False
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, loaded: LoadedState) -> None:
+        """Adopt the state found on disk."""
+        self.received_revision = loaded.received_revision
+        self.cluster_id = loaded.cluster_id
+        for key, (rev, deleted, res) in loaded.desired.items():
+            self.desired[key] = Desired(rev, deleted, res)
+        for key, (rev, res) in loaded.applied.items():
+            self.applied[key] = (rev, res)
+            self._index_dependents(key, None, res)
+            self._count_kind(key, +1)
+            if key not in self.desired:  # cannot happen with an intact file; be safe
+                self.desired[key] = Desired(rev, False, res)
+        self.failures.update(loaded.failures)
+        now = self._loop.time()
+        for key in self.failures:
+            # A failed key is retried by repair one base gap after start-up.
+            self._repair_not_before[key] = now + self.repair_backoff_base
+        self.metrics.failed_keys.set(len(self.failures))
+        self.cache.invalidate()
+
+    def mark_reapply(self, keys: Iterable[str]) -> None:
+        """Force the applied version of ``keys`` to be applied again."""
+        for key in keys:
+            entry = self.applied.get(key)
+            if entry is not None:
+                self.applied[key] = (UNKNOWN_REVISION, entry[1])
+
+    def enqueue_backlog(self) -> WorkBatch:
+        """Enqueue every key whose desired != applied (after loading state)."""
+        return self._enqueue_unsettled(self.desired.keys(), manual=False, prio=PRIO_LIVE)
+
+    # ------------------------------------------------------------------ workers
+
+    def start_workers(self) -> None:
+        for i in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{i}"))
+
+    async def stop_workers(self) -> None:
+        self.queue.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for batch in self._batches:
+            batch.done.set()
+
+    def workers_alive(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    async def _worker(self) -> None:
+        handled = 0
+        while True:
+            key, prio = await self.queue.pop()
+            try:
+                await self._reconcile(key, prio)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s failed unexpectedly", key)
+            finally:
+                self.queue.done(key)
+            if self._batches and self._is_final(key):
+                ok = self._is_settled(key) and key not in self.failures
+                for batch in self._batches:
+                    batch.finish(key, ok)
+                self._batches = [b for b in self._batches if not b.done.is_set()]
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, event: Event) -> None:
+        """Take one watch event: update desired state and enqueue the key."""
+        key = event.key
+        deleted = event.type == EventType.DELETE
+        counter = self._event_counters.get((event.resource.kind, event.type))
+        if counter is None:
+            counter = self.metrics.events_received.labels(kind=event.resource.kind,
+                                                          type=event.type.value)
+            self._event_counters[(event.resource.kind, event.type)] = counter
+        counter.inc()
+        if event.resource.kind != NODE_KIND:
+            cur = self.desired.get(key)
+            if cur is None or cur.revision < event.revision:
+                d = Desired(event.revision, deleted, event.resource, True)
+                self.desired[key] = d
+                self.store.put_desired(key, d.revision, deleted, d.resource, True)
+                self._desired_changed(key, d, PRIO_LIVE)
+        if event.revision > self.received_revision:
+            self.received_revision = event.revision
+            self.store.set_received_revision(event.revision)
+        self._notify_progress()
+
+    def _desired_changed(self, key: str, d: Desired, prio: int) -> None:
+        att = self._attempts.get(key)
+        if att is not None and att.revision != d.revision:
+            # A newer version supersedes a failing one: fresh attempts, at once.
+            del self._attempts[key]
+            self.queue.cancel_timer(key)
+        failure = self.failures.get(key)
+        if failure is not None and failure.revision != d.revision:
+            self._repair_fails.pop(key, None)
+            self._repair_not_before.pop(key, None)
+        if self._is_settled_applied(key, d):
+            self._settle(key)
+            self._unpark(key)
+            if key in self.failures:
+                self._clear_failure(key)
+            self._wake_waiters(key)
+        else:
+            self._mark_unsettled(key, d.revision)
+            self.queue.add(key, prio)
+
+    # ------------------------------------------------------------------ repair
+
+    def refresh_from_listing(self, resources: list[Resource], revision: int, *, reset: bool,
+                             manual: bool) -> WorkBatch:
+        """Fold a full listing at ``revision`` into desired state and enqueue every
+        unsettled key at repair priority.
+
+        :param reset: the registry was recreated: revisions before it mean nothing,
+            so every applied version is applied again and desired state is replaced.
+        :param manual: ignore the per-key repair backoff of failed keys.
+        """
+        listed: dict[str, Resource] = {}
+        for r in resources:
+            if r.kind != NODE_KIND:
+                listed[r.key] = r
+        if reset:
+            self.mark_reapply(list(self.applied))
+            for key, (rev, res) in self.applied.items():
+                self.store.put_applied(key, rev, res)
+            for key in list(self.failures):
+                self._clear_failure(key)
+            self._attempts.clear()
+            self._repair_fails.clear()
+            self._repair_not_before.clear()
+        for key, r in listed.items():
+            cur = self.desired.get(key)
+            if reset or cur is None or cur.revision < r.mod_revision:
+                d = Desired(r.mod_revision, False, r)
+                self.desired[key] = d
+                self.store.put_desired(key, d.revision, False, r)
+                self._desired_changed_quiet(key, d)
+        for key, cur in list(self.desired.items()):
+            if key in listed:
+                continue
+            if cur.deleted:
+                if key not in self.applied and (reset or cur.revision <= revision):
+                    # Deleted everywhere and covered by this listing: forget it.
+                    del self.desired[key]
+                    self.store.delete_desired(key)
+                    self._settle(key)
+                continue
+            if reset or cur.revision <= revision:
+                d = Desired(revision, True, cur.resource)
+                self.desired[key] = d
+                self.store.put_desired(key, d.revision, True, d.resource)
+                self._desired_changed_quiet(key, d)
+        if reset or revision > self.received_revision:
+            self.received_revision = revision
+            self.store.set_received_revision(revision)
+        self._notify_progress()
+        return self._enqueue_unsettled(list(self.desired), manual=manual, prio=PRIO_REPAIR)
+
+    def _desired_changed_quiet(self, key: str, d: Desired) -> None:
+        att = self._attempts.get(key)
+        if att is not None and att.revision != d.revision:
+            del self._attempts[key]
+            self.queue.cancel_timer(key)
+        failure = self.failures.get(key)
+        if failure is not None and failure.revision != d.revision:
+            self._repair_fails.pop(key, None)
+            self._repair_not_before.pop(key, None)
+
+    def _enqueue_unsettled(self, keys: Iterable[str], *, manual: bool, prio: int) -> WorkBatch:
+        puts: list[str] = []
+        deletes: list[str] = []
+        now = self._loop.time()
+        for key in keys:
+            d = self.desired.get(key)
+            if d is None:
+                continue
+            if self._is_settled_applied(key, d):
+                self._settle(key)
+                self._unpark(key)
+                if key in self.failures:
+                    self._clear_failure(key)
+                continue
+            self._mark_unsettled(key, d.revision)
+            failure = self.failures.get(key)
+            if failure is not None and failure.revision == d.revision:
+                self._settle(key)  # recorded as failed: settled until it changes
+                if manual:
+                    self._repair_forced.add(key)
+                else:
+                    wait = self._repair_not_before.get(key, 0.0) - now
+                    if wait > 0:
+                        self.queue.add_after(key, wait, PRIO_REPAIR)
+                        continue
+            else:
+                att = self._attempts.get(key)
+                if att is not None and att.revision == d.revision:
+                    continue  # the event path still owns it
+            (deletes if d.deleted else puts).append(key)
+        puts.sort(key=lambda k: (level(_kind(k)), k))
+        deletes.sort(key=lambda k: (-level(_kind(k)), k))
+        batch = WorkBatch(set(puts) | set(deletes))
+        for key in puts + deletes:
+            self.queue.add(key, prio)
+        if batch.outstanding:
+            self._batches.append(batch)
+        else:
+            batch.done.set()
+        return batch
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _reconcile(self, key: str, prio: int) -> None:
+        d = self.desired.get(key)
+        if d is None:
+            return
+        forced = key in self._repair_forced
+        self._repair_forced.discard(key)
+        if self._is_settled_applied(key, d):
+            self._settle(key)
+            self._unpark(key)
+            if key in self.failures:
+                self._clear_failure(key)
+            return
+        now = self._loop.time()
+        failure = self.failures.get(key)
+        failed = failure is not None and failure.revision == d.revision
+        if failed:
+            not_before = self._repair_not_before.get(key, 0.0)
+            if not forced and not_before > now:
+                self.queue.add_after(key, not_before - now, PRIO_REPAIR)
+                return
+        else:
+            att = self._attempts.get(key)
+            if att is not None and att.revision == d.revision and att.not_before > now:
+                return  # its retry timer brings it back
+        blockers = self._blockers(key, d)
+        if blockers:
+            self._park(key, blockers, prio)
+            return
+        self._unpark(key)
+
+        applied = self.applied.get(key)
+        op = "delete" if d.deleted else "apply"
+        resource = applied[1] if d.deleted and applied is not None else d.resource
+        kind = resource.kind
+        revision = d.revision
+        self._running[key] = now
+        started = time.perf_counter()
+        outcome = "ok"
+        error: BaseException | None = None
+        try:
+            await self.caller.call(op, resource)
+        except PermanentError as exc:
+            outcome, error = "permanent", exc
+        except TimeoutError as exc:
+            outcome, error = "timeout", exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome, error = "error", exc
+        finally:
+            self._running.pop(key, None)
+        if self.caller.active:
+            self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome).inc()
+            self.metrics.handler_duration.labels(kind=kind, op=op).observe(
+                time.perf_counter() - started)
+        if error is None:
+            self._on_success(key, d, op, resource)
+        elif failed:
+            self._on_repair_failure(key, error, outcome)
+        else:
+            self._on_failure(key, kind, revision, error, outcome)
+
+    def _on_success(self, key: str, d: Desired, op: str, resource: Resource) -> None:
+        previous = self.applied.get(key)
+        if op == "apply":
+            self.applied[key] = (d.revision, resource)
+            self.store.put_applied(key, d.revision, resource)
+            self._index_dependents(key, previous[1] if previous else None, resource)
+            if previous is None:
+                self._count_kind(key, +1)
+            if d.live and resource.metadata.updated_at is not None:
+                delay = (datetime.now(UTC) - resource.metadata.updated_at).total_seconds()
+                self.metrics.propagation.observe(max(0.0, delay))
+        else:
+            if previous is not None:
+                del self.applied[key]
+                self.store.delete_applied(key)
+                self._index_dependents(key, previous[1], None)
+                self._count_kind(key, -1)
+        self.cache.invalidate()
+        self._attempts.pop(key, None)
+        self._repair_fails.pop(key, None)
+        self._repair_not_before.pop(key, None)
+        current = self.desired.get(key)
+        if current is d or (current is not None and self._is_settled_applied(key, current)):
+            self._settle(key)
+        if key in self.failures and (current is d or current is None
+                                     or self._is_settled_applied(key, current)):
+            self._clear_failure(key)
+        self._wake_waiters(key)
+
+    def _on_failure(self, key: str, kind: str, revision: int, error: BaseException,
+                    outcome: str) -> None:
+        now_wall = time.time()
+        att = self._attempts.get(key)
+        if att is None or att.revision != revision:
+            att = _Attempts(revision, 0, now_wall, 0.0)
+            self._attempts[key] = att
+        att.count += 1
+        text = _error_text(error)
+        current = self.desired.get(key)
+        if current is not None and current.revision != revision:
+            # Superseded while the call ran: the newer version is already queued.
+            self._attempts.pop(key, None)
+            return
+        if outcome == "permanent" or att.count >= self.retry.max_attempts:
+            del self._attempts[key]
+            record = FailureRecord(key, revision, att.count, att.first_failed, now_wall, text)
+            self.failures[key] = record
+            self.store.put_failure(record)
+            self.metrics.retries_exhausted.labels(kind=kind).inc()
+            self.metrics.failed_keys.set(len(self.failures))
+            self._repair_fails[key] = 0
+            self._repair_not_before[key] = self._loop.time() + self.repair_backoff_base
+            self.queue.add_after(key, self.repair_backoff_base, PRIO_REPAIR)
+            self._settle(key)
+            why = "permanent error" if outcome == "permanent" else f"{att.count} attempts"
+            log.warning("%s revision %d failed (%s): %s", key, revision, why, text)
+            self.alerter.fire(ALERT_EXHAUSTED, key=key, severity="warning",
+                              summary=f"{key} revision {revision} failed after {why}",
+                              error=text)
+            self._request_repair("exhausted")
+            return
+        self.metrics.retries.labels(kind=kind).inc()
+        delay = self.retry.delay(att.count)
+        att.not_before = self._loop.time() + delay
+        log.info("%s revision %d attempt %d failed (%s); retry in %.3fs", key, revision,
+                 att.count, text, delay)
+        self.queue.add_after(key, delay, PRIO_RETRY)
+
+    def _on_repair_failure(self, key: str, error: BaseException, outcome: str) -> None:
+        record = self.failures[key]
+        record.attempts += 1
+        record.last_failed = time.time()
+        record.last_error = _error_text(error)
+        self.store.put_failure(record)
+        n = self._repair_fails.get(key, 0) + 1
+        self._repair_fails[key] = n
+        gap = backoff_bound(n + 1, self.repair_backoff_base, self.repair_backoff_cap)
+        self._repair_not_before[key] = self._loop.time() + gap
+        self.queue.add_after(key, gap, PRIO_REPAIR)
+        log.info("%s still failing after repair attempt %d (%s); next in %.1fs", key, n,
+                 record.last_error, gap)
+        self.alerter.fire(ALERT_EXHAUSTED, key=key, severity="warning",
+                          summary=f"{key} revision {record.revision} still failing "
+                                  f"after {record.attempts} attempts",
+                          error=record.last_error)
+
+    def _clear_failure(self, key: str) -> None:
+        if self.failures.pop(key, None) is not None:
+            self.store.delete_failure(key)
+            self.metrics.failed_keys.set(len(self.failures))
+            self.alerter.resolve(ALERT_EXHAUSTED, key=key)
+            log.info("%s converged; failure record cleared", key)
+        self._repair_fails.pop(key, None)
+        self._repair_not_before.pop(key, None)
+
+    # ------------------------------------------------------------------ dependencies
+
+    def _prerequisite_ready(self, key: str) -> bool:
+        d = self.desired.get(key)
+        a = self.applied.get(key)
+        return d is not None and not d.deleted and a is not None and a[0] == d.revision
+
+    def _blockers(self, key: str, d: Desired) -> list[str]:
+        if d.deleted:
+            return sorted(k for k in self._dependents.get(key, ()) if k in self.applied)
+        return [ref.key for ref in references(d.resource)
+                if not self._prerequisite_ready(ref.key)]
+
+    def _is_final(self, key: str) -> bool:
+        """Whether a worker is done with ``key`` for now: not parked behind a
+        prerequisite that is still on its way (one that failed or is gone is final)."""
+        entry = self._parked.get(key)
+        if entry is None or self.queue.is_dirty(key):
+            return entry is None
+        for b in entry[0]:
+            if self.queue.is_dirty(b) or self.queue.is_processing(b):
+                continue  # on its way
+            d = self.desired.get(b)
+            if d is None or b in self.failures or (d.deleted and b not in self.applied):
+                return True
+        return False
+
+    def _park(self, key: str, blockers: list[str], prio: int) -> None:
+        self._unpark(key)
+        self._parked[key] = (blockers, prio)
+        for b in blockers:
+            self._waiters.setdefault(b, set()).add(key)
+        self.metrics.blocked_keys.set(len(self._parked))
+
+    def _unpark(self, key: str) -> None:
+        entry = self._parked.pop(key, None)
+        if entry is None:
+            return
+        for b in entry[0]:
+            waiting = self._waiters.get(b)
+            if waiting is not None:
+                waiting.discard(key)
+                if not waiting:
+                    del self._waiters[b]
+        self.metrics.blocked_keys.set(len(self._parked))
+
+    def _wake_waiters(self, key: str) -> None:
+        for waiter in list(self._waiters.get(key, ())):
+            entry = self._parked.get(waiter)
+            self.queue.add(waiter, entry[1] if entry else PRIO_LIVE)
+
+    def _index_dependents(self, key: str, old: Resource | None, new: Resource | None) -> None:
+        if old is not None:
+            for ref in references(old):
+                deps = self._dependents.get(ref.key)
+                if deps is not None:
+                    deps.discard(key)
+                    if not deps:
+                        del self._dependents[ref.key]
+        if new is not None:
+            for ref in references(new):
+                self._dependents.setdefault(ref.key, set()).add(key)
+
+    # ------------------------------------------------------------------ settledness
+
+    def _is_settled_applied(self, key: str, d: Desired) -> bool:
+        a = self.applied.get(key)
+        if d.deleted:
+            return a is None
+        return a is not None and a[0] == d.revision
+
+    def _is_settled(self, key: str) -> bool:
+        return key not in self._unsettled
+
+    def _mark_unsettled(self, key: str, revision: int) -> None:
+        if self._unsettled.get(key) != revision:
+            self._unsettled[key] = revision
+            heapq.heappush(self._heap, (revision, key))
+
+    def _settle(self, key: str) -> None:
+        if self._unsettled.pop(key, None) is not None:
+            self._notify_progress()
+
+    @property
+    def applied_revision(self) -> int:
+        """Highest R such that every event up to R is settled."""
+        heap = self._heap
+        unsettled = self._unsettled
+        while heap and unsettled.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        if not heap:
+            return self.received_revision
+        return min(self.received_revision, heap[0][0] - 1)
+
+    def progress_event(self) -> asyncio.Event:
+        """An event set at the next change of desired or applied state (take it
+        before checking the condition you wait for)."""
+        self._progress_used = True
+        return self._progress
+
+    def _notify_progress(self) -> None:
+        if self._progress_used:
+            event, self._progress = self._progress, asyncio.Event()
+            self._progress_used = False
+            event.set()
+
+    # ------------------------------------------------------------------ introspection
+
+    def _count_kind(self, key: str, delta: int) -> None:
+        kind = _kind(key)
+        n = self._kind_counts.get(kind, 0) + delta
+        self._kind_counts[kind] = n
+        self.metrics.cache_entries.labels(kind=kind).set(n)
+
+    def blocked(self) -> list[dict[str, Any]]:
+        return [{"key": k, "blocked_by": list(v[0])} for k, v in sorted(self._parked.items())]
+
+    def failure_list(self) -> list[dict[str, Any]]:
+        return [self.failures[k].to_dict() for k in sorted(self.failures)]
+
+    def longest_running(self) -> float:
+        if not self._running:
+            return 0.0
+        return max(0.0, self._loop.time() - min(self._running.values()))
+
+    @property
+    def pending(self) -> int:
+        """Keys not settled yet."""
+        return len(self._unsettled)

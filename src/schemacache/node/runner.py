@@ -1,0 +1,94 @@
+"""Run one node as a program: registry, node, admin HTTP server, registration.
+
+``schemacache node`` and ``python -m schemacache.node`` both end up in
+:func:`run_node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from ..api.admin import create_admin_app
+from ..api.http import UvicornServer
+from ..registry import open_registry
+from .config import NodeConfig
+from .handler import load_handler
+from .node import Node, default_node_name
+from .retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+def build_node(config: NodeConfig) -> Node:
+    """A :class:`Node` (not started) configured from ``config``; opens its registry."""
+    registry = open_registry(config.registry)
+    handler = load_handler(config.handler) if config.handler else None
+    return Node(
+        registry,
+        name=config.name or default_node_name(),
+        state_dir=config.state_dir,
+        handler=handler,
+        retry=RetryPolicy(max_attempts=config.max_attempts, base=config.backoff_base,
+                          cap=config.backoff_cap),
+        workers=config.workers,
+        handler_timeout=config.handler_timeout,
+        repair_interval=config.repair_interval,
+        repair_backoff_base=config.repair_backoff_base,
+        repair_backoff_cap=config.repair_backoff_cap,
+        alert_webhook=config.alert_webhook,
+        alert_resend_interval=config.alert_resend_interval,
+        node_ttl=config.node_ttl,
+        unreachable_alert_after=config.unreachable_alert_after,
+    )
+
+
+async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
+                   announce: Callable[[str], None] = _announce) -> None:
+    """Run a node until SIGTERM/SIGINT (or ``stop`` is set), then stop cleanly.
+
+    Prints ``schemacache node <name> admin http://host:port`` once the admin
+    server listens, then registers the node in the registry under that URL.
+
+    :param config: what to run.
+    :param stop: set it to stop the node (default: a new event set by the signals).
+    :param announce: where the start-up line goes (default: stdout, flushed).
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    node = build_node(config)
+    server: UvicornServer | None = None
+    try:
+        await node.start()
+        server = UvicornServer(create_admin_app(node), config.listen)
+        url = await server.start()
+        node.alerter.generator_url = url
+        announce(f"schemacache node {node.name} admin {url}")
+        node.register(url)
+        await stop.wait()
+        log.info("node %s stopping", node.name)
+    finally:
+        if server is not None:
+            await server.stop()
+        await node.stop()
+        await node.registry.close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,395 @@
+"""The node's durable state: one SQLite file (WAL) per node.
+
+Tables: ``desired`` (newest version received per key, or a tombstone),
+``applied`` (version the handler last applied, full resource), ``failures``
+(keys whose retries were exhausted) and ``meta`` (received revision, registry
+cluster id, format marker).
+
+Writes are buffered and committed in batches by a background flusher, so the
+cost of a transaction is shared by many events.  Buffered writes to one key
+collapse to the newest.  The received revision is written in the same
+transaction as the desired state it covers, so a restart never skips an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..model import Resource
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.db"
+FORMAT_MARKER = "schemacache-node-state/1"
+FLUSH_INTERVAL = 0.005
+"""Seconds between commits while writes are pending."""
+FLUSH_BATCH = 5000
+"""Pending writes that trigger a commit before :data:`FLUSH_INTERVAL` ran out."""
+MAX_PENDING_WRITES = 50_000
+"""Pending writes beyond which producers wait for the flusher (backpressure)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS desired (
+    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, deleted INTEGER NOT NULL,
+    resource TEXT NOT NULL, live INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS applied (
+    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, resource TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    first_failed REAL NOT NULL, last_failed REAL NOT NULL, last_error TEXT NOT NULL);
+"""
+
+
+class StateError(Exception):
+    """The state file is unreadable or belongs to something else."""
+
+
+@dataclass
+class FailureRecord:
+    """A key whose handler calls for one revision were exhausted.
+
+    :param key: the key.
+    :param revision: the revision (desired version) that failed.
+    :param attempts: handler calls spent on it (event path and repair).
+    :param first_failed: Unix time of the first failed call.
+    :param last_failed: Unix time of the last failed call.
+    :param last_error: text of the last error.
+    """
+
+    key: str
+    revision: int
+    attempts: int
+    first_failed: float
+    last_failed: float
+    last_error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "revision": self.revision,
+            "attempts": self.attempts,
+            "first_failed": _iso(self.first_failed),
+            "last_failed": _iso(self.last_failed),
+            "last_error": self.last_error,
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+@dataclass
+class LoadedState:
+    """What :meth:`StateStore.open` found on disk.
+
+    ``fresh`` is True when there was no usable state (new node, or a corrupt
+    file moved aside): the node must sync from a full listing.
+    """
+
+    fresh: bool = True
+    received_revision: int = 0
+    cluster_id: str | None = None
+    desired: dict[str, tuple[int, bool, Resource]] = field(default_factory=dict)
+    applied: dict[str, tuple[int, Resource]] = field(default_factory=dict)
+    failures: dict[str, FailureRecord] = field(default_factory=dict)
+    moved_aside: str | None = None
+
+
+_Desired = tuple[int, bool, Resource, bool] | None
+_Applied = tuple[int, Resource] | None
+
+
+class StateStore:
+    """Durable per-node state in ``state_dir/state.db``.
+
+    :param state_dir: directory of the state file (created if missing).
+    :param flush_interval: seconds between batched commits (default
+        :data:`FLUSH_INTERVAL`).
+    :param flush_batch: pending writes that trigger an early commit (default
+        :data:`FLUSH_BATCH`).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], *,
+                 flush_interval: float = FLUSH_INTERVAL, flush_batch: int = FLUSH_BATCH):
+        self.dir = Path(state_dir)
+        self.path = self.dir / STATE_FILE
+        self._flush_interval = flush_interval
+        self._flush_batch = flush_batch
+        self._conn: sqlite3.Connection | None = None
+        self._desired: dict[str, _Desired] = {}
+        self._applied: dict[str, _Applied] = {}
+        self._failures: dict[str, FailureRecord | None] = {}
+        self._meta: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._error: BaseException | None = None
+        self.commits = 0
+
+    # --- open / close -------------------------------------------------------
+
+    async def open(self) -> LoadedState:
+        """Open (or create) the state file and load it; a corrupt or foreign
+        file is moved aside and an empty state returned."""
+        loaded = await asyncio.to_thread(self._open_sync)
+        self._task = asyncio.create_task(self._flush_loop(), name="state-flusher")
+        return loaded
+
+    def _open_sync(self) -> LoadedState:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        moved: str | None = None
+        if self.path.exists():
+            try:
+                loaded = self._load_existing()
+                if loaded is not None:
+                    return loaded
+            except (sqlite3.DatabaseError, StateError, ValueError, KeyError,
+                    TypeError) as exc:
+                self._close_conn()
+                moved = self._move_aside(exc)
+        self._conn = self._connect()
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)",
+                               (FORMAT_MARKER,))
+        return LoadedState(fresh=True, moved_aside=moved)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _load_existing(self) -> LoadedState | None:
+        """Load the file; ``None`` when it is an empty database (treated as new)."""
+        conn = self._connect()
+        self._conn = conn
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            raise StateError(f"not a schemacache node state file (tables: {sorted(tables)})")
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("format") != FORMAT_MARKER:
+            raise StateError(f"unknown state format {meta.get('format')!r}")
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if not check or check[0] != "ok":
+            raise StateError(f"integrity check failed: {check}")
+        conn.executescript(_SCHEMA)
+        loaded = LoadedState(fresh="received_revision" not in meta)
+        loaded.received_revision = int(meta.get("received_revision", "0"))
+        loaded.cluster_id = meta.get("cluster_id")
+        for key, rev, deleted, text in conn.execute(
+                "SELECT key, revision, deleted, resource FROM desired"):
+            loaded.desired[key] = (int(rev), bool(deleted), Resource.from_stored(json.loads(text)))
+        for key, rev, text in conn.execute("SELECT key, revision, resource FROM applied"):
+            loaded.applied[key] = (int(rev), Resource.from_stored(json.loads(text)))
+        for key, rev, attempts, first, last, err in conn.execute(
+                "SELECT key, revision, attempts, first_failed, last_failed, last_error "
+                "FROM failures"):
+            loaded.failures[key] = FailureRecord(key, int(rev), int(attempts), float(first),
+                                                 float(last), str(err))
+        return loaded
+
+    def _move_aside(self, exc: BaseException) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+        target = self.path.with_name(f"{STATE_FILE}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        log.error("node state %s is unreadable (%s: %s); moved it to %s and rebuilding from "
+                  "the registry", self.path, type(exc).__name__, exc, target)
+        return str(target)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        """Commit everything pending and close the file."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._pending():
+            await asyncio.to_thread(self._commit, *self._take())
+        await asyncio.to_thread(self._close_conn)
+
+    # --- buffered writes ----------------------------------------------------
+
+    def put_desired(self, key: str, revision: int, deleted: bool, resource: Resource,
+                    live: bool = False) -> None:
+        self._desired[key] = (revision, deleted, resource, live)
+        self._poke()
+
+    def delete_desired(self, key: str) -> None:
+        self._desired[key] = None
+        self._poke()
+
+    def put_applied(self, key: str, revision: int, resource: Resource) -> None:
+        self._applied[key] = (revision, resource)
+        self._poke()
+
+    def delete_applied(self, key: str) -> None:
+        self._applied[key] = None
+        self._poke()
+
+    def put_failure(self, record: FailureRecord) -> None:
+        self._failures[record.key] = FailureRecord(**record.__dict__)
+        self._poke()
+
+    def delete_failure(self, key: str) -> None:
+        self._failures[key] = None
+        self._poke()
+
+    def set_received_revision(self, revision: int) -> None:
+        self._meta["received_revision"] = str(revision)
+        self._poke()
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self._meta["cluster_id"] = cluster_id
+        self._poke()
+
+    def _pending(self) -> int:
+        return len(self._desired) + len(self._applied) + len(self._failures) + len(self._meta)
+
+    def _poke(self) -> None:
+        # The flusher lets writes gather for flush_interval after waking up.
+        if not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Writes not yet committed."""
+        return self._pending()
+
+    async def wait_writable(self) -> None:
+        """Wait while more than :data:`MAX_PENDING_WRITES` writes are pending."""
+        while self._pending() > MAX_PENDING_WRITES and self._task is not None:
+            self._flushed.clear()
+            self._wake.set()
+            await self._flushed.wait()
+
+    async def flush(self) -> None:
+        """Commit everything written so far."""
+        while self._pending() and self._task is not None and not self._task.done():
+            self._flushed.clear()
+            self._wake.set()
+            await self._flushed.wait()
+        if self._error is not None:
+            raise self._error
+
+    # --- flusher ------------------------------------------------------------
+
+    def _take(self) -> tuple[dict[str, _Desired], dict[str, _Applied],
+                             dict[str, FailureRecord | None], dict[str, str]]:
+        batch = (self._desired, self._applied, self._failures, self._meta)
+        self._desired, self._applied, self._failures, self._meta = {}, {}, {}, {}
+        return batch
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._closing and self._pending() < self._flush_batch:
+                # Let more writes gather so one transaction carries many of them.
+                await asyncio.sleep(self._flush_interval)
+            self._wake.clear()
+            if self._pending():
+                batch = self._take()
+                try:
+                    await asyncio.to_thread(self._commit, *batch)
+                except Exception as exc:  # keep the node serving from memory
+                    self._error = exc
+                    log.exception("node state: commit to %s failed", self.path)
+                    self._requeue(*batch)
+                    await asyncio.sleep(1.0)
+            self._flushed.set()
+            if self._closing:
+                return
+            if self._pending():
+                self._wake.set()
+
+    def _requeue(self, desired: dict[str, _Desired], applied: dict[str, _Applied],
+                 failures: dict[str, FailureRecord | None], meta: dict[str, str]) -> None:
+        # Newer writes made during the failed commit win over the re-queued ones.
+        self._desired = desired | self._desired
+        self._applied = applied | self._applied
+        self._failures = failures | self._failures
+        self._meta = meta | self._meta
+
+    def _commit(self, desired: dict[str, _Desired], applied: dict[str, _Applied],
+                failures: dict[str, FailureRecord | None], meta: dict[str, str]) -> None:
+        conn = self._conn
+        if conn is None:
+            raise StateError("state file is closed")
+        texts: dict[int, str] = {}
+
+        def text(resource: Resource) -> str:
+            t = texts.get(id(resource))
+            if t is None:
+                t = resource.to_json()
+                texts[id(resource)] = t
+            return t
+
+        d_put = []
+        d_del = []
+        for key, dv in desired.items():
+            if dv is None:
+                d_del.append((key,))
+            else:
+                d_put.append((key, dv[0], int(dv[1]), text(dv[2]), int(dv[3])))
+        a_put = []
+        a_del = []
+        for key, av in applied.items():
+            if av is None:
+                a_del.append((key,))
+            else:
+                a_put.append((key, av[0], text(av[1])))
+        f_put = []
+        f_del = []
+        for key, fv in failures.items():
+            if fv is None:
+                f_del.append((key,))
+            else:
+                f_put.append((key, fv.revision, fv.attempts, fv.first_failed, fv.last_failed,
+                              fv.last_error))
+        conn.execute("BEGIN")
+        try:
+            if d_put:
+                conn.executemany("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?)", d_put)
+            if d_del:
+                conn.executemany("DELETE FROM desired WHERE key=?", d_del)
+            if a_put:
+                conn.executemany("INSERT OR REPLACE INTO applied VALUES (?,?,?)", a_put)
+            if a_del:
+                conn.executemany("DELETE FROM applied WHERE key=?", a_del)
+            if f_put:
+                conn.executemany("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?)", f_put)
+            if f_del:
+                conn.executemany("DELETE FROM failures WHERE key=?", f_del)
+            if meta:
+                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self._error = None

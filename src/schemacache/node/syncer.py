@@ -1,0 +1,145 @@
+"""The watch loop: keeps desired state current from the registry's change stream.
+
+Start-up without state lists the registry (a ``startup`` repair) and watches
+from the listing's revision + 1; a restart resumes from the received revision
++ 1.  A compacted resume point or a changed registry cluster id leads to a
+repair, then the watch resumes after the listing.  Connection errors are
+retried with backoff and jitter while the cache keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from ..errors import CompactedError, RegistryUnavailableError
+from ..observe.metrics import NodeMetrics
+from ..registry import Registry
+from .reconciler import Reconciler
+from .repair import Repairer, RepairRun
+from .retry import backoff_bound
+from .state import MAX_PENDING_WRITES
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BASE = 0.8
+"""First reconnect delay bound, seconds."""
+RECONNECT_CAP = 30.0
+"""Largest reconnect delay bound, seconds."""
+MAX_PENDING_KEYS = 10_000
+"""Keys waiting at live or retry priority beyond which the watch stops reading
+(backpressure: slow handlers slow the watch instead of growing a buffer)."""
+
+
+class Syncer:
+    """Runs the watch loop of one node.
+
+    :param registry: the registry to watch.
+    :param reconciler: where events go.
+    :param repairer: runs the listings the loop needs.
+    :param metrics: node metrics.
+    :param reconnect_base: first reconnect delay bound (default :data:`RECONNECT_BASE`).
+    :param reconnect_cap: largest reconnect delay bound (default :data:`RECONNECT_CAP`).
+    :param max_pending_keys: backpressure threshold (default :data:`MAX_PENDING_KEYS`).
+    """
+
+    def __init__(self, registry: Registry, reconciler: Reconciler, repairer: Repairer,
+                 metrics: NodeMetrics, *, reconnect_base: float = RECONNECT_BASE,
+                 reconnect_cap: float = RECONNECT_CAP,
+                 max_pending_keys: int = MAX_PENDING_KEYS):
+        self.registry = registry
+        self.reconciler = reconciler
+        self.repairer = repairer
+        self.metrics = metrics
+        self.reconnect_base = reconnect_base
+        self.reconnect_cap = reconnect_cap
+        self.max_pending_keys = max_pending_keys
+        self.connected = False
+        self.disconnected_since: float | None = None
+        self.synced = asyncio.Event()
+        self.startup_run: RepairRun | None = None
+        self.last_error: str | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected:
+            if self.disconnected_since is not None:
+                log.info("registry reachable again; watch resumed")
+            self.connected = True
+            self.disconnected_since = None
+            self.last_error = None
+        else:
+            self.connected = False
+            if self.disconnected_since is None:
+                self.disconnected_since = self._loop.time()
+        self.metrics.registry_connected.set(1 if connected else 0)
+
+    async def run(self, fresh: bool) -> None:
+        """Watch until cancelled.
+
+        :param fresh: no durable state was loaded: start with a full listing.
+        """
+        rec = self.reconciler
+        reason: str | None = "startup" if fresh else None
+        checked = fresh
+        failures = 0
+        while True:
+            try:
+                if not checked:
+                    cluster_id = await self.registry.cluster_id()
+                    if rec.cluster_id is not None and cluster_id != rec.cluster_id:
+                        log.warning("registry cluster id changed (%s -> %s): the registry was "
+                                    "reset; repairing from a full listing", rec.cluster_id,
+                                    cluster_id)
+                        self.metrics.watch_restarts.labels(reason="reset").inc()
+                        reason = "reset"
+                    elif rec.cluster_id is None:
+                        rec.cluster_id = cluster_id
+                        rec.store.set_cluster_id(cluster_id)
+                    checked = True
+                if reason is not None:
+                    run = self.repairer.request(reason)
+                    if reason == "startup" and self.startup_run is None:
+                        self.startup_run = run
+                    revision = await asyncio.shield(run.listed)
+                    if revision is None:
+                        raise RegistryUnavailableError(f"{reason} repair could not list")
+                    reason = None
+                self.synced.set()
+                start = rec.received_revision + 1
+                self._set_connected(True)
+                failures = 0
+                await self._watch(start)
+                raise RegistryUnavailableError("watch stream ended")
+            except CompactedError as exc:
+                log.warning("watch from revision %d: %s; repairing from a full listing",
+                            rec.received_revision + 1, exc)
+                self.metrics.watch_restarts.labels(reason="compacted").inc()
+                reason = "compacted"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._set_connected(False)
+                self.metrics.watch_restarts.labels(reason="error").inc()
+                bound = backoff_bound(failures, self.reconnect_base, self.reconnect_cap)
+                delay = random.uniform(bound / 2, bound)
+                log.warning("registry watch failed (%s); reconnecting in %.2fs",
+                            self.last_error, delay)
+                await asyncio.sleep(delay)
+                checked = False
+
+    async def _watch(self, start: int) -> None:
+        rec = self.reconciler
+        queue = rec.queue
+        store = rec.store
+        limit = self.max_pending_keys
+        async for event in self.registry.watch("", start_revision=start):
+            if queue.urgent >= limit:
+                await queue.wait_urgent_below(limit)
+            if store.pending > MAX_PENDING_WRITES:
+                await store.wait_writable()
+            rec.on_event(event)
+
