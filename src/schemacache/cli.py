@@ -125,7 +125,7 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
 @_command
 def serve(
     registry: Annotated[str, typer.Option(help="registry URL: memory://, sqlite:///file.db, "
-                                               "etcd://host:port[/prefix]")],
+                                               "etcd://host:port/prefix")],
     listen: Annotated[str, typer.Option(help="host:port to bind")] = DEFAULT_LISTEN,
     token: Annotated[str | None, typer.Option(help="bearer token required on writes")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,

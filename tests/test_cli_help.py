@@ -1,0 +1,24 @@
+"""Every command documents itself: ``--help`` renders for each one."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from schemacache.cli import app
+
+COMMANDS = ["serve", "node", "up", "demo", "apply", "get", "delete", "status", "digest"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_renders(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
