@@ -106,6 +106,7 @@ async def test_poisoned_event_does_not_block_others_and_heals(
         await until(lambda: bool(node.failures()), what="failure record")
         assert await node.wait_for_revision(last, DEADLINE)
         assert len(h.calls_for(POISON)) == policy.max_attempts
+        await until(lambda: not node.status()["repair"]["running"], what="exhausted repair")
 
         st = node.status()
         assert st["state"] == "degraded"

@@ -79,12 +79,14 @@ class HandlerCaller:
         if entry is None:
             return
         fn, is_async = entry
-        if is_async:
-            await asyncio.wait_for(fn(resource), self.timeout)
-            return
-        result = await asyncio.wait_for(asyncio.to_thread(fn, resource), self.timeout)
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
-            await asyncio.wait_for(result, self.timeout)
+        # asyncio.timeout, unlike wait_for, needs no extra task per call.
+        async with asyncio.timeout(self.timeout):
+            if is_async:
+                await fn(resource)
+                return
+            result = await asyncio.to_thread(fn, resource)
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                await result
 
     async def replay(self, resources: list[Resource]) -> dict[str, BaseException]:
         """Apply ``resources`` in order (state rebuild after a restart); returns the
@@ -97,7 +99,8 @@ class HandlerCaller:
         if is_async:
             for r in resources:
                 try:
-                    await asyncio.wait_for(fn(r), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        await fn(r)
                 except Exception as exc:
                     errors[r.key] = exc
             return errors

@@ -39,6 +39,7 @@ from .repair import Repairer
 from .retry import RetryPolicy
 from .state import StateStore
 from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, Syncer
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +225,7 @@ class Node:
         if not self._started or self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._repairer is not None:
             await self._repairer.stop()
@@ -294,7 +293,8 @@ class Node:
         :param timeout: seconds to wait (default ``None``: forever); raises
             :class:`TimeoutError` when it runs out.
         """
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     def is_ready(self) -> bool:
         return self._ready.is_set() and not self._stopped
@@ -325,7 +325,8 @@ class Node:
             if remaining is not None and remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
 
     def state(self) -> str:
         """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
@@ -415,14 +416,18 @@ class Node:
     async def _monitor(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            assert self._syncer is not None
             try:
-                rev = await asyncio.wait_for(self.registry.revision(),
-                                             max(1.0, 2 * self.monitor_interval))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancel that lands as the probe completes, and stop() then hangs.
+                async with asyncio.timeout(max(1.0, 2 * self.monitor_interval)):
+                    rev = await self.registry.revision()
                 self.registry_revision = max(self.registry_revision, rev)
+                self._syncer.note_probe(True)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                pass  # the watch loop reports connection problems
+            except Exception as exc:
+                self._syncer.note_probe(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
             try:
                 self._update_gauges(loop.time())
             except Exception:

@@ -29,6 +29,7 @@ from .handler import HandlerCaller
 from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
 from .retry import RetryPolicy, backoff_bound
 from .state import FailureRecord, LoadedState, StateStore
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class Reconciler:
         self._tasks: list[asyncio.Task[None]] = []
         self._kind_counts: dict[str, int] = {}
         self._event_counters: dict[tuple[str, EventType], Any] = {}
+        self._kind_gauges: dict[str, Any] = {}
         self._progress = asyncio.Event()
         self._progress_used = False
         self._loop = asyncio.get_running_loop()
@@ -187,9 +189,7 @@ class Reconciler:
 
     async def stop_workers(self) -> None:
         self.queue.shutdown()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for batch in self._batches:
             batch.done.set()
@@ -636,7 +636,10 @@ class Reconciler:
         kind = _kind(key)
         n = self._kind_counts.get(kind, 0) + delta
         self._kind_counts[kind] = n
-        self.metrics.cache_entries.labels(kind=kind).set(n)
+        gauge = self._kind_gauges.get(kind)
+        if gauge is None:
+            gauge = self._kind_gauges[kind] = self.metrics.cache_entries.labels(kind=kind)
+        gauge.set(n)
 
     def blocked(self) -> list[dict[str, Any]]:
         return [{"key": k, "blocked_by": list(v[0])} for k, v in sorted(self._parked.items())]

@@ -21,6 +21,7 @@ from ..observe.metrics import NodeMetrics
 from ..registry import Registry
 from .reconciler import Reconciler
 from .retry import backoff_bound
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,7 @@ class Repairer:
         self._stopped = True
         if self._retry_handle is not None:
             self._retry_handle.cancel()
-        tasks = [t for t in (self._task, self._periodic) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([t for t in (self._task, self._periodic) if t is not None])
         for run in (self._current, self._pending):
             if run is not None:
                 self._cancel_run(run)

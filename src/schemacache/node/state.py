@@ -196,8 +196,16 @@ class StateStore:
         for key, rev, deleted, text in conn.execute(
                 "SELECT key, revision, deleted, resource FROM desired"):
             loaded.desired[key] = (int(rev), bool(deleted), Resource.from_stored(json.loads(text)))
-        for key, rev, text in conn.execute("SELECT key, revision, resource FROM applied"):
-            loaded.applied[key] = (int(rev), Resource.from_stored(json.loads(text)))
+        # Most applied versions are the desired ones: share the object, parse once.
+        for key, rev, text in conn.execute(
+                "SELECT a.key, a.revision, CASE WHEN d.revision = a.revision AND d.deleted = 0 "
+                "THEN NULL ELSE a.resource END FROM applied a LEFT JOIN desired d "
+                "ON d.key = a.key"):
+            if text is None:
+                res = loaded.desired[key][2]
+            else:
+                res = Resource.from_stored(json.loads(text))
+            loaded.applied[key] = (int(rev), res)
         for key, rev, attempts, first, last, err in conn.execute(
                 "SELECT key, revision, attempts, first_failed, last_failed, last_error "
                 "FROM failures"):

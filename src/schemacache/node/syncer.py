@@ -20,6 +20,7 @@ from .reconciler import Reconciler
 from .repair import Repairer, RepairRun
 from .retry import backoff_bound
 from .state import MAX_PENDING_WRITES
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class Syncer:
         self.startup_run: RepairRun | None = None
         self.last_error: str | None = None
         self._loop = asyncio.get_running_loop()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._restart_requested = False
+        self._probe_ok = True
 
     def _set_connected(self, connected: bool) -> None:
         if connected:
@@ -110,7 +114,8 @@ class Syncer:
                 start = rec.received_revision + 1
                 self._set_connected(True)
                 failures = 0
-                await self._watch(start)
+                if await self._watch_until_restart(start):
+                    continue
                 raise RegistryUnavailableError("watch stream ended")
             except CompactedError as exc:
                 log.warning("watch from revision %d: %s; repairing from a full listing",
@@ -130,6 +135,50 @@ class Syncer:
                             self.last_error, delay)
                 await asyncio.sleep(delay)
                 checked = False
+
+    async def _watch_until_restart(self, start: int) -> bool:
+        """Watch from ``start``; True when :meth:`restart_watch` interrupted it."""
+        task = asyncio.create_task(self._watch(start), name="watch-stream")
+        self._watch_task = task
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._watch_task = None
+            if not task.done():
+                await cancel_and_wait([task])
+        if self._restart_requested:
+            self._restart_requested = False
+            if not task.cancelled() and task.exception() is not None:
+                task.result()
+            return True
+        task.result()
+        return False
+
+    def restart_watch(self, reason: str) -> None:
+        """Re-open the watch from the received revision + 1 (safe at any time:
+        events already seen are ignored)."""
+        task = self._watch_task
+        if task is not None and not task.done():
+            log.info("restarting the registry watch (%s)", reason)
+            self.metrics.watch_restarts.labels(reason=reason).inc()
+            self._restart_requested = True
+            task.cancel()
+
+    def note_probe(self, ok: bool, error: str | None = None) -> None:
+        """Take the outcome of a registry health probe: a failed probe marks the
+        node disconnected even while the watch stream looks open; the first good
+        probe after that re-opens the watch, in case the stream died silently."""
+        if not ok:
+            if self._probe_ok:
+                log.warning("registry probe failed (%s)", error)
+            self._probe_ok = False
+            self.last_error = error
+            self._set_connected(False)
+        elif not self._probe_ok:
+            self._probe_ok = True
+            if self._watch_task is not None:
+                self._set_connected(True)
+                self.restart_watch("reconnect")
 
     async def _watch(self, start: int) -> None:
         rec = self.reconciler

@@ -325,7 +325,8 @@ class Alerter:
                 self._wakeup.clear()
                 # Sleep until the next notification arrives or a re-send is due.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._next_resend_in())
+                    async with asyncio.timeout(self._next_resend_in()):
+                        await self._wakeup.wait()
 
     async def _deliver(self, client: httpx.AsyncClient, alertname: str,
                        payload: dict[str, Any]) -> None:

@@ -366,7 +366,11 @@ class SqliteRegistry(Registry):
         self._waiters.add(fut)
         try:
             if self._generation == seen and not self._closed:
-                await asyncio.wait_for(fut, WATCH_SAFETY_WAKEUP)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                # a cancellation that races with the future's result, and a
+                # watcher that cannot be cancelled hangs whoever stops it.
+                async with asyncio.timeout(WATCH_SAFETY_WAKEUP):
+                    await fut
         except TimeoutError:
             pass
         finally:
