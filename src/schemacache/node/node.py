@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from .._gc import freeze_long_lived
 from ..kinds import apply_order
 from ..model import Resource
 from ..observe.alerts import Alerter
@@ -196,6 +197,7 @@ class Node:
             repair_backoff_base=self.repair_backoff_base,
             repair_backoff_cap=self.repair_backoff_cap, request_repair=self._request_repair)
         rec.load(loaded)
+        freeze_long_lived()
         self._repairer = Repairer(
             self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
             backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
@@ -262,6 +264,7 @@ class Node:
             await syncer.startup_run.done
         if backlog is not None:
             await backlog.done.wait()
+        freeze_long_lived()  # the initial sync just built the whole cache
         self._ready.set()
         log.info("node %s ready at revision %d", self._name, self._reconciler.applied_revision)
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._gc import gc_paused
 from ..model import Resource
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class StateStore:
         moved: str | None = None
         if self.path.exists():
             try:
-                loaded = self._load_existing()
+                with gc_paused():
+                    loaded = self._load_existing()
                 if loaded is not None:
                     return loaded
             except (sqlite3.DatabaseError, StateError, ValueError, KeyError,

@@ -39,6 +39,7 @@ import aetcd
 import grpc
 from aetcd import rpc
 
+from .._gc import gc_paused
 from ..errors import (
     CompactedError,
     ConflictError,
@@ -290,7 +291,8 @@ class EtcdRegistry(Registry):
             )
             if revision == 0:
                 revision = resp.header.revision
-            items.extend(self._decode(kv) for kv in resp.kvs)
+            with gc_paused():
+                items.extend(self._decode(kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
                 return items, revision
             start = bytes(resp.kvs[-1].key) + b"\0"

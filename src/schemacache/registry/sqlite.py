@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import gc
 import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
 
+from .._gc import gc_paused
 from ..errors import (
     CompactedError,
     ConflictError,
@@ -150,36 +148,6 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 def _decode(value: str) -> Resource:
     return Resource.from_stored(json.loads(value))
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector off while decoding a large batch.
-
-    Decoding allocates millions of small containers and no cycles; with the
-    collector on, its repeated passes over the growing heap cost several
-    times the decoding itself (100,000 resources: ~7 s instead of ~1.4 s).
-    Nested and concurrent users share one pause; the collector's previous
-    state is restored by the last one out.
-    """
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 class SqliteRegistry(Registry):
@@ -533,7 +501,7 @@ class SqliteRegistry(Registry):
 
     def _list(self, conn: sqlite3.Connection, prefix: str) -> tuple[_Resources, int]:
         # One read transaction: the revision and the rows come from one snapshot.
-        with _gc_paused():
+        with gc_paused():
             conn.execute("BEGIN")
             try:
                 revision = self._meta(conn)[1]
@@ -558,7 +526,7 @@ class SqliteRegistry(Registry):
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        with _gc_paused():
+        with gc_paused():
             events = [
                 Event.model_construct(
                     type=EventType(kind), key=key, revision=rev, resource=_decode(value)
