@@ -4,9 +4,11 @@ The machine drives a real :class:`schemacache.Node` (memory registry, durable
 state in a temporary directory, workers, retry limiter, repairs) with random
 writes and deletes of a small key space (two groups with two measures each, so
 that dependencies matter), a handler whose failures are switched per key
-(transient: a retryable error; permanent: :class:`PermanentError`), manual
-repairs, clean restarts with the same state directory, and restarts after the
-registry compacted away the node's resume point.
+(transient: a retryable error; permanent: :class:`PermanentError`), writes
+that land while the same key's apply is still running, manual repairs, clean
+restarts with the same state directory, and restarts after the registry
+compacted away the node's resume point.  Two plain tests below pin down the
+node bugs this machine and the crash test found.
 
 Each rule ends by *settling* the node (polled with a deadline): it received
 every write, no key waits at live or retry priority, no event-path retries are
@@ -59,6 +61,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -73,6 +76,7 @@ from hypothesis.stateful import (
 )
 
 from factories import group, measure
+from node_procs.harness import wait_until
 from schemacache import (
     EventType,
     NotFoundError,
@@ -105,6 +109,8 @@ SETTLE_TIMEOUT = 10.0
 STEP_TIMEOUT = 30.0
 """Seconds one async step may take at most."""
 SETTLE_POLL = 0.002
+HOLD_TIMEOUT = 0.5
+"""Seconds ``write_during_apply`` waits for the apply to start."""
 
 EXAMPLES_ENV = "SCHEMACACHE_STATEFUL_EXAMPLES"
 CI_EXAMPLES = 100
@@ -130,6 +136,10 @@ class _FaultHandler:
         self.replay_attempts: dict[str, int] = {}
         self.deleted: list[str] = []
         self.violations: list[str] = []
+        self.hold: str | None = None
+        """Applies of this key wait for :attr:`release` (a call in flight)."""
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
 
     def _maybe_fail(self, key: str) -> None:
         mode = self.faults.get(key, "none")
@@ -141,6 +151,9 @@ class _FaultHandler:
     async def apply(self, resource: Resource) -> None:
         if self.replaying:
             self.replay_attempts[resource.key] = resource.mod_revision
+        if resource.key == self.hold:
+            self.held.set()
+            await self.release.wait()
         self._maybe_fail(resource.key)
         self.state[resource.key] = resource.mod_revision
 
@@ -197,13 +210,13 @@ class NodeMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ plumbing
 
     async def _follow_registry(self) -> None:
-        async for event in self.registry.watch("", start_revision=1):
-            self.last_write[event.key] = event.revision
-            if event.type == EventType.PUT:
-                self.present[event.key] = event.revision
+        async for change in self.registry.watch("", start_revision=1):
+            self.last_write[change.key] = change.revision
+            if change.type == EventType.PUT:
+                self.present[change.key] = change.revision
             else:
-                self.present.pop(event.key, None)
-            self.seen_revision = event.revision
+                self.present.pop(change.key, None)
+            self.seen_revision = change.revision
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, STEP_TIMEOUT))
@@ -337,6 +350,35 @@ class NodeMachine(RuleBasedStateMachine):
 
         self.step(put())
 
+    @rule(key=st.sampled_from(MEASURE_KEYS), delete=st.booleans())
+    def write_during_apply(self, key: str, delete: bool) -> None:
+        """Put ``key`` and, while its apply is still running, delete or update it."""
+        _, g, m = key.split("/")
+
+        async def race() -> None:
+            handler = self.handler
+            handler.hold, handler.held, handler.release = key, asyncio.Event(), asyncio.Event()
+            try:
+                try:
+                    await self.registry.put(measure(g, m, fields=("a",)))
+                except ValidationError:
+                    return  # its group does not exist right now
+                # Parked behind a failing group, or failing itself: it may never start.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(handler.held.wait(), HOLD_TIMEOUT)
+                if delete:
+                    await self.registry.delete(key)
+                else:
+                    await self.registry.put(measure(g, m, fields=("b",)))
+                head = await self.registry.revision()
+                while self.live.received_revision < head:  # noqa: ASYNC110 - the watch
+                    await asyncio.sleep(SETTLE_POLL)  # must deliver it during the apply
+            finally:
+                handler.hold = None
+                handler.release.set()
+
+        self.step(race())
+
     @rule(key=st.sampled_from(KEYS))
     def delete(self, key: str) -> None:
         async def remove() -> None:
@@ -421,8 +463,8 @@ class NodeMachine(RuleBasedStateMachine):
         # (etcd semantics: compacting at R keeps R itself).
         await self.registry.put(group(data.draw(st.sampled_from(GROUPS), label="touched")))
         head = await self.registry.revision()
-        while self.seen_revision < head:  # the machine's own watch must not be compacted
-            await asyncio.sleep(SETTLE_POLL)
+        while self.seen_revision < head:  # noqa: ASYNC110 - the machine's own watch
+            await asyncio.sleep(SETTLE_POLL)  # must not be compacted under it
         await self.registry.compact(head)
         deletes_before = len(self.handler.deleted)
         await self._start_checked()
@@ -561,4 +603,104 @@ def _settings() -> settings:
 
 NodeMachine.TestCase.settings = _settings()
 TestNodeStateful = NodeMachine.TestCase
-TestNodeStateful.pytestmark = pytest.mark.timeout(300)
+TestNodeStateful.pytestmark = pytest.mark.timeout(300)  # type: ignore[attr-defined]
+
+
+class _GatedHandler:
+    """Holds every apply of ``gated`` until :attr:`release` is set."""
+
+    def __init__(self, gated: str):
+        self.gated = gated
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls: list[tuple[str, str, int]] = []
+
+    async def apply(self, resource: Resource) -> None:
+        if resource.key == self.gated:
+            self.entered.set()
+            await self.release.wait()
+        self.calls.append(("apply", resource.key, resource.mod_revision))
+
+    async def delete(self, resource: Resource) -> None:
+        self.calls.append(("delete", resource.key, resource.mod_revision))
+
+
+async def test_delete_during_first_apply_is_not_lost(tmp_path: Path) -> None:
+    """A key created and deleted while its first apply is still running (found by
+    the crash test: 4 workers catching up after a restart) must end up
+    deleted: the delete arrives while nothing is applied yet, so the tombstone
+    looks settled, but the running apply is about to apply the key."""
+    reg = open_registry("memory://")
+    key = "measure/g0/m0"
+    handler = _GatedHandler(key)
+    async with Node(reg, name="gated", state_dir=tmp_path, handler=handler,
+                    repair_interval=0) as node:
+        await node.ready(10)
+        await reg.put(group("g0"))
+        await reg.put(measure("g0", "m0"))
+        await asyncio.wait_for(handler.entered.wait(), 10)
+        revision = await reg.delete(key)
+        # Let the watch deliver the delete while the apply is still held.
+        async def received() -> bool:
+            return node.received_revision >= revision
+
+        await wait_until(received, 10, "the delete event")
+        handler.release.set()
+
+        async def applied() -> bool:
+            return any(c[:2] == ("apply", key) for c in handler.calls)
+
+        await wait_until(applied, 10, f"the held apply of {key} to finish")
+
+        async def gone() -> bool:
+            return node.cache.get(key) is None and node.applied_revision >= revision
+
+        await wait_until(gone, 5, f"{key} to be deleted (status {node.status()})")
+        assert handler.calls[-1][:2] == ("delete", key), handler.calls
+        assert node.status()["cache"]["size"] == 1
+    await reg.close()
+
+
+class _FailingGroupHandler:
+    """Fails every call for ``group/g0`` (a retryable error); everything else works."""
+
+    async def apply(self, resource: Resource) -> None:
+        if resource.key == "group/g0":
+            raise TemporaryError("injected fault on group/g0")
+
+    async def delete(self, resource: Resource) -> None:
+        return None
+
+
+async def test_repair_finishes_while_a_prerequisite_keeps_failing(tmp_path: Path) -> None:
+    """A repair whose listing brings a new version of a group that now fails and of
+    a measure in it must still finish (the measure is parked, its group failed):
+    found by the stateful test (restart after compaction).  A repair that
+    never finishes keeps the node ``repairing`` and queues every later repair
+    request behind it forever."""
+    reg = open_registry("memory://")
+    await reg.put(group("g0"))
+    await reg.put(measure("g0", "m0"))
+    fast: dict[str, Any] = {
+        "retry": RetryPolicy(max_attempts=2, base=0.001, cap=0.01), "repair_interval": 0,
+        "repair_backoff_base": 0.02, "repair_backoff_cap": 0.05}
+    async with Node(reg, name="prereq", state_dir=tmp_path, **fast) as node:
+        await node.ready(10)
+        assert await node.wait_for_revision(await reg.revision(), 10)
+    await reg.put(measure("g0", "m0", fields=("other",)))
+    g0 = group("g0")
+    g0.spec["resource_opts"]["shard_num"] = 2
+    await reg.put(Resource.parse(g0.to_dict()))
+    await reg.put(group("g1"))
+    await reg.compact(await reg.revision())
+    async with Node(reg, name="prereq", state_dir=tmp_path, handler=_FailingGroupHandler(),
+                    **fast) as node:
+        await node.ready(10)
+        try:
+            result = await asyncio.wait_for(node.repair("manual"), 10)
+        except TimeoutError:
+            raise AssertionError(f"a manual repair never ran: {node.status()}") from None
+        assert result["outcome"] == "partial", result
+        assert [f["key"] for f in node.failures()] == ["group/g0"]
+        assert node.blocked() == [{"key": "measure/g0/m0", "blocked_by": ["group/g0"]}]
+    await reg.close()

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI, Request
+
+from schemacache.api.http import UvicornServer
 
 from .recording import RECORD_ENV
 
@@ -210,8 +213,10 @@ class DurableState:
     :param applied: key → applied revision.
     :param desired: key → (revision, deleted).
     :param failures: key → failure row (``revision``, ``attempts``, ``first_failed``).
+    :param received_revision: the revision the node resumes watching after.
     """
 
+    received_revision: int = 0
     applied: dict[str, int] = field(default_factory=dict)
     desired: dict[str, tuple[int, bool]] = field(default_factory=dict)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -228,6 +233,8 @@ def read_state(state_dir: Path) -> DurableState | None:
         if not {"applied", "desired", "failures"} <= tables:
             return None
         state = DurableState()
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        state.received_revision = int(meta.get("received_revision", "0"))
         state.applied = {k: int(r) for k, r in conn.execute("SELECT key, revision FROM applied")}
         state.desired = {k: (int(r), bool(d)) for k, r, d in conn.execute(
             "SELECT key, revision, deleted FROM desired")}
@@ -280,10 +287,6 @@ class AlertReceiver:
     """An Alertmanager-style webhook on 127.0.0.1:0 keeping what it receives."""
 
     def __init__(self) -> None:
-        from fastapi import FastAPI, Request
-
-        from schemacache.api.http import UvicornServer
-
         self.received: list[dict[str, Any]] = []
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol, runtime_checkable
 
 from ..model import Resource
@@ -79,11 +80,11 @@ class HandlerCaller:
         if entry is None:
             return
         fn, is_async = entry
+        if is_async:
+            await _call_async(fn, resource, self.timeout)
+            return
         # asyncio.timeout, unlike wait_for, needs no extra task per call.
         async with asyncio.timeout(self.timeout):
-            if is_async:
-                await fn(resource)
-                return
             result = await asyncio.to_thread(fn, resource)
             if inspect.isawaitable(result):  # a plain function that returned a coroutine
                 await result
@@ -99,8 +100,7 @@ class HandlerCaller:
         if is_async:
             for r in resources:
                 try:
-                    async with asyncio.timeout(self.timeout):
-                        await fn(r)
+                    await _call_async(fn, r, self.timeout)
                 except Exception as exc:
                     errors[r.key] = exc
             return errors
@@ -114,3 +114,49 @@ class HandlerCaller:
 
         await asyncio.to_thread(run_all)
         return errors
+
+
+async def _call_async(fn: Callable[[Resource], Any], resource: Resource,
+                      limit: float) -> None:
+    """Await ``fn(resource)`` for at most ``limit`` seconds, arming the timer only
+    if needed.
+
+    Most handler calls finish without ever waiting (a cache update, a no-op);
+    a timer per call then costs more than the call.  The coroutine's first step
+    runs at once, and only one that suspends is resumed under the timeout
+    (a step that never yields cannot be interrupted by a timer anyway).
+    """
+    coro = fn(resource)
+    if not inspect.iscoroutine(coro):  # a non-coroutine awaitable: no stepping
+        async with asyncio.timeout(limit):
+            await coro
+        return
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return
+    async with asyncio.timeout(limit):
+        await _resume(coro, first)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Generator[Any, Any, Any]:
+    """Go on driving ``coro`` after its first step yielded ``first`` (what
+    ``yield from`` does, for a coroutine that is already running)."""
+    value = first
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation (the timeout) goes to the handler
+            try:
+                value = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value

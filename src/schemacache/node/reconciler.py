@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .._gc import gc_paused
 from ..errors import PermanentError
 from ..kinds import level, references
 from ..model import Event, EventType, Resource
@@ -144,6 +145,7 @@ class Reconciler:
         self._kind_counts: dict[str, int] = {}
         self._event_counters: dict[tuple[str, EventType], Any] = {}
         self._kind_gauges: dict[str, Any] = {}
+        self._call_metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._progress = asyncio.Event()
         self._progress_used = False
         self._loop = asyncio.get_running_loop()
@@ -152,16 +154,27 @@ class Reconciler:
 
     def load(self, loaded: LoadedState) -> None:
         """Adopt the state found on disk."""
+        # Millions of long-lived objects are created here and none form cycles:
+        # with the collector on, its passes over the growing heap dominate.
+        with gc_paused():
+            self._load(loaded)
+
+    def _load(self, loaded: LoadedState) -> None:
         self.received_revision = loaded.received_revision
         self.cluster_id = loaded.cluster_id
         for key, (rev, deleted, res) in loaded.desired.items():
             self.desired[key] = Desired(rev, deleted, res)
+        counts: dict[str, int] = {}
         for key, (rev, res) in loaded.applied.items():
             self.applied[key] = (rev, res)
             self._index_dependents(key, None, res)
-            self._count_kind(key, +1)
+            kind = _kind(key)
+            counts[kind] = counts.get(kind, 0) + 1
             if key not in self.desired:  # cannot happen with an intact file; be safe
                 self.desired[key] = Desired(rev, False, res)
+        # One gauge update per kind, not per key (labels()/set() cost microseconds).
+        for kind, n in counts.items():
+            self._count_kind(kind, n)
         self.failures.update(loaded.failures)
         now = self._loop.time()
         for key in self.failures:
@@ -419,15 +432,23 @@ class Reconciler:
         finally:
             self._running.pop(key, None)
         if self.caller.active:
-            self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome).inc()
-            self.metrics.handler_duration.labels(kind=kind, op=op).observe(
-                time.perf_counter() - started)
+            self._count_call(kind, op, outcome, time.perf_counter() - started)
         if error is None:
             self._on_success(key, d, op, resource)
         elif failed:
             self._on_repair_failure(key, error, outcome)
         else:
             self._on_failure(key, kind, revision, error, outcome)
+
+    def _count_call(self, kind: str, op: str, outcome: str, seconds: float) -> None:
+        # labels() hashes and locks on every call: keep the children per label set.
+        children = self._call_metrics.get((kind, op, outcome))
+        if children is None:
+            children = (self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome),
+                        self.metrics.handler_duration.labels(kind=kind, op=op))
+            self._call_metrics[(kind, op, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _on_success(self, key: str, d: Desired, op: str, resource: Resource) -> None:
         previous = self.applied.get(key)
@@ -436,7 +457,7 @@ class Reconciler:
             self.store.put_applied(key, d.revision, resource)
             self._index_dependents(key, previous[1] if previous else None, resource)
             if previous is None:
-                self._count_kind(key, +1)
+                self._count_kind(_kind(key), +1)
             if d.live and resource.metadata.updated_at is not None:
                 delay = (datetime.now(UTC) - resource.metadata.updated_at).total_seconds()
                 self.metrics.propagation.observe(max(0.0, delay))
@@ -445,7 +466,7 @@ class Reconciler:
                 del self.applied[key]
                 self.store.delete_applied(key)
                 self._index_dependents(key, previous[1], None)
-                self._count_kind(key, -1)
+                self._count_kind(_kind(key), -1)
         self.cache.invalidate()
         self._attempts.pop(key, None)
         self._repair_fails.pop(key, None)
@@ -453,6 +474,11 @@ class Reconciler:
         current = self.desired.get(key)
         if current is d or (current is not None and self._is_settled_applied(key, current)):
             self._settle(key)
+        elif current is not None:
+            # Desired changed while the call ran and may have looked settled then
+            # (a delete arriving during the first apply): make sure it is done.
+            self._mark_unsettled(key, current.revision)
+            self.queue.add(key, PRIO_LIVE if current.live else PRIO_REPAIR)
         if key in self.failures and (current is d or current is None
                                      or self._is_settled_applied(key, current)):
             self._clear_failure(key)
@@ -489,6 +515,8 @@ class Reconciler:
                               summary=f"{key} revision {revision} failed after {why}",
                               error=text)
             self._request_repair("exhausted")
+            # Keys parked behind this one are final for now: let their batches see it.
+            self._wake_waiters(key)
             return
         self.metrics.retries.labels(kind=kind).inc()
         delay = self.retry.delay(att.count)
@@ -510,6 +538,7 @@ class Reconciler:
         self.queue.add_after(key, gap, PRIO_REPAIR)
         log.info("%s still failing after repair attempt %d (%s); next in %.1fs", key, n,
                  record.last_error, gap)
+        self._wake_waiters(key)
         self.alerter.fire(ALERT_EXHAUSTED, key=key, severity="warning",
                           summary=f"{key} revision {record.revision} still failing "
                                   f"after {record.attempts} attempts",
@@ -632,8 +661,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ introspection
 
-    def _count_kind(self, key: str, delta: int) -> None:
-        kind = _kind(key)
+    def _count_kind(self, kind: str, delta: int) -> None:
         n = self._kind_counts.get(kind, 0) + delta
         self._kind_counts[kind] = n
         gauge = self._kind_gauges.get(kind)

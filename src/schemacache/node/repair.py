@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._gc import freeze_long_lived, gc_paused
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
@@ -172,12 +173,19 @@ class Repairer:
         reason = run.reason
         rec = self.reconciler
         log.info("repair started (reason %s)", reason)
+        # A listing is one large allocation of objects without cycles, most of
+        # which become the long-lived desired state: the collector stays off
+        # from decoding it to freezing what it became (see schemacache._gc).
+        pause = contextlib.ExitStack()
         try:
             cluster_id = await self.registry.cluster_id()
+            pause.enter_context(gc_paused())
             resources, revision = await self.registry.list()
         except asyncio.CancelledError:
+            pause.close()
             raise
         except Exception as exc:
+            pause.close()
             text = f"{type(exc).__name__}: {exc}"
             self._fail_streak += 1
             log.warning("repair (%s) could not list the registry: %s", reason, text)
@@ -199,8 +207,11 @@ class Repairer:
             log.warning("registry cluster id changed (%s -> %s): treating as a reset",
                         rec.cluster_id, cluster_id)
             reason = run.reason = "reset"
-        batch = rec.refresh_from_listing(resources, revision, reset=reset,
-                                         manual=reason == "manual")
+        with pause:
+            batch = rec.refresh_from_listing(resources, revision, reset=reset,
+                                             manual=reason == "manual")
+            del resources
+            freeze_long_lived()
         if rec.cluster_id != cluster_id:
             rec.cluster_id = cluster_id
             rec.store.set_cluster_id(cluster_id)

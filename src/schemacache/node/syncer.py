@@ -10,9 +10,11 @@ retried with backoff and jitter while the cache keeps serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 
+from .._gc import BurstPause
 from ..errors import CompactedError, RegistryUnavailableError
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
@@ -28,6 +30,11 @@ RECONNECT_BASE = 0.8
 """First reconnect delay bound, seconds."""
 RECONNECT_CAP = 30.0
 """Largest reconnect delay bound, seconds."""
+BURST_KEYS = 500
+"""Keys waiting at live priority from which the watch counts as catching up
+with a backlog (and the garbage collector is paused until it drained)."""
+BURST_QUIET = 0.05
+"""Seconds without events after which a drained backlog counts as caught up."""
 MAX_PENDING_KEYS = 10_000
 """Keys waiting at live or retry priority beyond which the watch stops reading
 (backpressure: slow handlers slow the watch instead of growing a buffer)."""
@@ -65,6 +72,7 @@ class Syncer:
         self._watch_task: asyncio.Task[None] | None = None
         self._restart_requested = False
         self._probe_ok = True
+        self._events = 0
 
     def _set_connected(self, connected: bool) -> None:
         if connected:
@@ -185,10 +193,38 @@ class Syncer:
         queue = rec.queue
         store = rec.store
         limit = self.max_pending_keys
-        async for event in self.registry.watch("", start_revision=start):
-            if queue.urgent >= limit:
-                await queue.wait_urgent_below(limit)
-            if store.pending > MAX_PENDING_WRITES:
-                await store.wait_writable()
-            rec.on_event(event)
+        burst = BurstPause()
+        ender: asyncio.Task[None] | None = None
+        try:
+            async for event in self.registry.watch("", start_revision=start):
+                if queue.urgent >= limit:
+                    await queue.wait_urgent_below(limit)
+                if store.pending > MAX_PENDING_WRITES:
+                    await store.wait_writable()
+                rec.on_event(event)
+                self._events += 1
+                if not burst.active and queue.urgent >= BURST_KEYS:
+                    # A backlog: catch up with the collector off (see BurstPause).
+                    burst.start()
+                    ender = asyncio.create_task(self._end_burst(burst), name="burst-end")
+        finally:
+            if ender is not None:
+                await cancel_and_wait([ender])
+            burst.end(settle=False)
+
+    async def _end_burst(self, burst: BurstPause) -> None:
+        """End ``burst`` once the backlog drained and no event came for
+        :data:`BURST_QUIET` seconds, or its time ran out (when cancelled, the
+        watch ends it without collecting)."""
+        queue = self.reconciler.queue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(burst.max_seconds):
+                seen = -1
+                while seen != self._events:
+                    await queue.wait_urgent_below(1)
+                    seen = self._events
+                    # A registry hands a backlog over in batches: the queue
+                    # drains between two of them without the catch-up being over.
+                    await asyncio.sleep(BURST_QUIET)
+        burst.end()
 

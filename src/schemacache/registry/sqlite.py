@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
+
+import pydantic_core
 
 from .._gc import gc_paused
 from ..errors import (
@@ -147,7 +148,9 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 
 def _decode(value: str) -> Resource:
-    return Resource.from_stored(json.loads(value))
+    # pydantic-core's parser is about twice as fast as json.loads here (every
+    # listing and watch batch decodes through it), and it shares repeated strings.
+    return Resource.from_stored(pydantic_core.from_json(value, cache_strings="all"))
 
 
 class SqliteRegistry(Registry):
