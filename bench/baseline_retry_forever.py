@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class BaselineStats:
+    """What the consumer did: successful calls, and handler calls per key."""
+
     applied: int = 0
     calls_by_key: dict[str, int] = field(default_factory=dict)
 

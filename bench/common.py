@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,8 +15,8 @@ from typing import Any
 from schemacache.node import Node
 
 WAIT_SLICE = 0.01
-"""Seconds of one :meth:`Node.wait_for_revision` call in :func:`wait_applied`; the
-loop re-checks after each slice, so a missed progress wake-up costs at most this."""
+"""Seconds of one :meth:`Node.wait_for_revision` call in :func:`wait_applied`: the
+loop re-checks after each slice, so a wake-up the node might miss costs at most this."""
 
 
 @dataclass
@@ -61,6 +64,46 @@ class Result:
         return asdict(self) | {"verdict": self.verdict, "margin": self.margin}
 
 
+def collect_garbage() -> None:
+    """Free the cyclic garbage of earlier runs before a timed one.
+
+    A stopped node or closed registry leaves reference cycles behind; left
+    alone, the next run's collections would scan (and free) them on its clock.
+    """
+    gc.collect()
+
+
+class LogCapture(logging.Handler):
+    """Collects the messages of one logger (at INFO and above) while in a ``with`` block,
+    to read figures the node logs (replay time, repair durations).
+
+    :param logger: logger name (default ``"schemacache"``).
+    """
+
+    def __init__(self, logger: str = "schemacache") -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger(logger)
+        self._previous_level = self._logger.level
+
+    def __enter__(self) -> LogCapture:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._previous_level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def find(self, pattern: str) -> list[re.Match[str]]:
+        """Every match of ``pattern`` in the messages collected so far, in order."""
+        rx = re.compile(pattern)
+        return [m for m in (rx.search(msg) for msg in self.messages) if m is not None]
+
+
 class Stopwatch:
     """``with Stopwatch() as sw: …`` then ``sw.seconds``."""
 
@@ -79,8 +122,8 @@ class Stopwatch:
 async def wait_applied(node: Node, revision: int, timeout: float) -> None:  # noqa: ASYNC109
     """Wait until ``node`` applied ``revision``; raises :class:`TimeoutError`.
 
-    Waits in slices of :data:`WAIT_SLICE` rather than in one call, so that a
-    progress wake-up lost by the node costs at most one slice.
+    Waits in slices of :data:`WAIT_SLICE` rather than in one call, so that the
+    measurement never depends on the node's wake-up being delivered.
     """
     deadline = time.monotonic() + timeout
     while node.applied_revision < revision:
@@ -101,7 +144,21 @@ async def wait_until(predicate: Any, timeout: float, interval: float = 0.05,  # 
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile ``q`` (0–100) of ``values`` (not empty)."""
+    """Nearest-rank percentile ``q`` (0-100) of ``values`` (not empty)."""
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+STOP_TIMEOUT = 30.0
+"""Seconds :func:`stop_node` waits for a node to stop."""
+
+
+async def stop_node(node: Node) -> None:
+    """Stop ``node`` within :data:`STOP_TIMEOUT`, so that a node that does not stop
+    fails its section instead of hanging the whole benchmark."""
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await node.stop()
+    except TimeoutError:
+        raise RuntimeError(f"node {node.name} did not stop within {STOP_TIMEOUT:.0f}s") from None

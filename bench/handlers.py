@@ -40,7 +40,7 @@ class RecordingHandler:
         if not target:
             raise RuntimeError(f"set {LATENCY_FILE_ENV} to the file latencies go to")
         # Line buffering: the benchmark reads the file while the node runs.
-        self._out: TextIO = open(target, "a", buffering=1)  # noqa: SIM115 - lives with the node
+        self._out: TextIO = open(target, "a", buffering=1)
 
     async def apply(self, resource: Resource) -> None:
         committed = resource.metadata.updated_at

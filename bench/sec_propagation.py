@@ -37,7 +37,7 @@ WARMUP_GROUP = "bench-warmup"
 @contextlib.contextmanager
 def _etcd() -> Iterator[str]:
     sys.path.insert(0, str(REPO / "tests"))
-    from etcd_server import EtcdCluster  # type: ignore[import-not-found]
+    from etcd_server import EtcdCluster
 
     with EtcdCluster() as cluster:
         yield cluster.url(f"bench{uuid.uuid4().hex[:8]}")
@@ -89,7 +89,7 @@ async def _measure(backend: str, url: str, workdir: Path, nodes: int, rate: floa
         write_s = time.perf_counter() - started
         await _wait_all(procs, files, written, DRAIN_TIMEOUT, "every write to be applied")
     finally:
-        await asyncio.to_thread(lambda: [p.stop() for p in procs])
+        await asyncio.to_thread(_stop_all, procs)
         await registry.close()
 
     delays = [v for f in files for k, v in read_latencies(f).items() if k in written]
@@ -108,6 +108,11 @@ async def _measure(backend: str, url: str, workdir: Path, nodes: int, rate: floa
                note=f"max {max(delays) * 1000:.1f} ms; per node p99 "
                     + ", ".join(f"{v * 1000:.1f}" for v in per_node_p99)),
     ]
+
+
+def _stop_all(procs: list[NodeProcess]) -> None:
+    for p in procs:
+        p.stop()
 
 
 async def _wait_all(procs: list[NodeProcess], files: list[str], keys: set[str],

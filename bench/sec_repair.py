@@ -10,8 +10,6 @@ resume the watch); the registry's ``list`` must not be called.
 
 from __future__ import annotations
 
-import logging
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -20,32 +18,14 @@ from typing import Any
 from schemacache import Registry, open_registry
 from schemacache.node import Node
 
-from .common import Result, Stopwatch
+from .common import LogCapture, Result, Stopwatch, collect_garbage, stop_node
 from .handlers import NoopHandler
 from .workload import seed
 
 TARGET_REPAIR_SECONDS = 5.0
 TARGET_RESTART_SECONDS = 3.0
 READY_TIMEOUT = 600.0
-_REPLAY_RE = re.compile(r"re-applied (\d+) resources to the handler in ([0-9.]+)s")
-
-
-class _LogCapture(logging.Handler):
-    """Keeps the node's log messages, to read the time it reports for replay."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def replay_seconds(self) -> float | None:
-        for message in self.messages:
-            m = _REPLAY_RE.search(message)
-            if m:
-                return float(m.group(2))
-        return None
+_REPLAY_RE = r"re-applied (\d+) resources to the handler in ([0-9.]+)s"
 
 
 def _count_lists(registry: Registry) -> dict[str, int]:
@@ -75,22 +55,16 @@ async def run(backend: str, count: int, sections: str = "cd") -> list[Result]:
         workdir = Path(tmp)
         url = "memory://" if backend == "memory" else f"sqlite:///{workdir / 'registry.db'}"
         registry = open_registry(url)
-        capture = _LogCapture()
-        node_log = logging.getLogger("schemacache.node")
-        previous_level = node_log.level
-        node_log.addHandler(capture)
-        node_log.setLevel(logging.INFO)
         try:
-            return await _measure(backend, registry, str(workdir / "node"), count, sections,
-                                  capture)
+            with LogCapture() as capture:
+                return await _measure(backend, registry, str(workdir / "node"), count,
+                                      sections, capture)
         finally:
-            node_log.removeHandler(capture)
-            node_log.setLevel(previous_level)
             await registry.close()
 
 
 async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
-                   sections: str, capture: _LogCapture) -> list[Result]:
+                   sections: str, capture: LogCapture) -> list[Result]:
     with Stopwatch() as seed_sw:
         await seed(registry, count)
     with Stopwatch() as list_sw:
@@ -99,6 +73,7 @@ async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
     del listed
     results: list[Result] = []
 
+    collect_garbage()
     node = _node(registry, state_dir)
     started = time.perf_counter()
     await node.start()
@@ -107,9 +82,10 @@ async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
     await node.flush()
     durable_s = time.perf_counter() - started
     assert len(node.cache) == total, (len(node.cache), total)
+    collect_garbage()
     with Stopwatch() as repair_sw:
         outcome = await node.repair()
-    await node.stop()
+    await stop_node(node)
     if "c" in sections:
         results.append(Result(
             "c", f"initial sync of {total:,} resources, {backend}", sync_s, "s",
@@ -129,6 +105,7 @@ async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
 
     lists = _count_lists(registry)
     capture.messages.clear()
+    collect_garbage()
     node = _node(registry, state_dir)
     started = time.perf_counter()
     await node.start()
@@ -136,8 +113,9 @@ async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
     restart_s = time.perf_counter() - started
     size = len(node.cache)
     repairs = node.status()["repair"]["count"]
-    await node.stop()
-    replay = capture.replay_seconds()
+    await stop_node(node)
+    replays = capture.find(_REPLAY_RE)
+    replay = float(replays[-1].group(2)) if replays else None
     replay_text = f"{replay:.2f}s" if replay is not None else "n/a"
     ok = lists["list"] == 0 and size == total
     results.append(Result(
