@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from schemacache import Registry, open_registry  # noqa: E402
+from schemacache import Registry, open_registry
 
 BACKENDS = ["memory", "sqlite", "etcd"]
 

@@ -9,15 +9,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
-from schemacache.api.http import UvicornServer
 from schemacache.observe.alerts import Alerter
 from schemacache.observe.metrics import NodeMetrics
+from schemacache.testing import AlertReceiver
 
 DEADLINE = 10.0
 
@@ -30,43 +27,10 @@ async def wait_until(cond: Callable[[], bool], within: float = DEADLINE, what: s
         await asyncio.sleep(0.01)
 
 
-class Receiver:
-    """Records every POSTed body; answers 500 to the first ``fail_first`` requests."""
-
-    def __init__(self) -> None:
-        self.posts: list[Any] = []
-        self.requests = 0
-        self.fail_first = 0
-        self.url = ""
-        app = FastAPI()
-
-        @app.post("/alerts")
-        async def alerts(request: Request) -> Response:
-            self.requests += 1
-            if self.requests <= self.fail_first:
-                return Response(status_code=500)
-            self.posts.append(await request.json())
-            return Response(status_code=200)
-
-        self.app = app
-
-    def alerts(self, alertname: str | None = None) -> list[dict[str, Any]]:
-        out = [a for body in self.posts for a in body]
-        if alertname is not None:
-            out = [a for a in out if a["labels"]["alertname"] == alertname]
-        return out
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    server = UvicornServer(rec.app)
-    url = await server.start()
-    rec.url = f"{url}/alerts"
-    try:
+async def receiver() -> AsyncIterator[AlertReceiver]:
+    async with AlertReceiver() as rec:
         yield rec
-    finally:
-        await server.stop()
 
 
 def sent(metrics: NodeMetrics, alertname: str, outcome: str) -> float:
@@ -87,7 +51,7 @@ def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def test_payload_is_alertmanager_v2_list(receiver: Receiver) -> None:
+async def test_payload_is_alertmanager_v2_list(receiver: AlertReceiver) -> None:
     metrics = NodeMetrics()
     alerter = Alerter("n1", receiver.url, metrics=metrics)
     alerter.generator_url = "http://127.0.0.1:1234/v1/status"
@@ -114,7 +78,7 @@ async def test_payload_is_alertmanager_v2_list(receiver: Receiver) -> None:
         await alerter.close()
 
 
-async def test_fire_is_deduplicated_and_updates_annotations(receiver: Receiver) -> None:
+async def test_fire_is_deduplicated_and_updates_annotations(receiver: AlertReceiver) -> None:
     alerter = Alerter("n1", receiver.url)
     await alerter.start()
     try:
@@ -123,26 +87,26 @@ async def test_fire_is_deduplicated_and_updates_annotations(receiver: Receiver) 
         alerter.fire("SchemaRepairFailing", summary="second", error="e2")
         # Delivery is FIFO: once the marker arrives, a second send would have too.
         alerter.fire("Marker")
-        await wait_until(lambda: len(receiver.alerts("Marker")) == 1)
-        assert len(receiver.alerts("SchemaRepairFailing")) == 1
+        await wait_until(lambda: len(receiver.matching("Marker")) == 1)
+        assert len(receiver.matching("SchemaRepairFailing")) == 1
         [active] = [a for a in alerter.active() if a["labels"]["alertname"] != "Marker"]
         assert active["annotations"] == {"summary": "second", "last_error": "e2"}
         # A different key is a different alert.
         alerter.fire("SchemaRepairFailing", key="group/g")
-        await wait_until(lambda: len(receiver.alerts("SchemaRepairFailing")) == 2)
+        await wait_until(lambda: len(receiver.matching("SchemaRepairFailing")) == 2)
     finally:
         await alerter.close()
 
 
-async def test_firing_alert_is_resent_after_interval(receiver: Receiver) -> None:
+async def test_firing_alert_is_resent_after_interval(receiver: AlertReceiver) -> None:
     alerter = Alerter("n1", receiver.url, resend_interval=0.2)
     await alerter.start()
     try:
         t0 = time.monotonic()
         alerter.fire("SchemaCacheLagging", summary="lagging")
-        await wait_until(lambda: len(receiver.alerts()) >= 3, what="two re-sends")
+        await wait_until(lambda: len(receiver.matching()) >= 3, what="two re-sends")
         elapsed = time.monotonic() - t0
-        alerts = receiver.alerts()
+        alerts = receiver.matching()
         assert all(a["labels"]["alertname"] == "SchemaCacheLagging" for a in alerts)
         assert all("endsAt" not in a for a in alerts)
         assert len({a["startsAt"] for a in alerts}) == 1  # the same alert, not new ones
@@ -152,7 +116,7 @@ async def test_firing_alert_is_resent_after_interval(receiver: Receiver) -> None
         await alerter.close()
 
 
-async def test_resolve_sends_ends_at_once(receiver: Receiver) -> None:
+async def test_resolve_sends_ends_at_once(receiver: AlertReceiver) -> None:
     alerter = Alerter("n1", receiver.url)
     await alerter.start()
     try:
@@ -161,19 +125,19 @@ async def test_resolve_sends_ends_at_once(receiver: Receiver) -> None:
         alerter.resolve("SchemaEventRetriesExhausted", key="stream/g/s")  # no longer firing
         alerter.resolve("SchemaRepairFailing")  # never fired
         alerter.fire("Marker")
-        await wait_until(lambda: len(receiver.alerts("Marker")) == 1)
-        alerts = receiver.alerts("SchemaEventRetriesExhausted")
+        await wait_until(lambda: len(receiver.matching("Marker")) == 1)
+        alerts = receiver.matching("SchemaEventRetriesExhausted")
         assert len(alerts) == 2
         firing, resolved = alerts
         assert "endsAt" not in firing
         assert resolved["labels"] == firing["labels"]
         assert resolved["startsAt"] == firing["startsAt"]
         assert parse_ts(resolved["endsAt"]) >= parse_ts(resolved["startsAt"])
-        assert receiver.alerts("SchemaRepairFailing") == []
+        assert receiver.matching("SchemaRepairFailing") == []
         assert [a["labels"]["alertname"] for a in alerter.active()] == ["Marker"]
         # Firing again after a resolve is a new alert, sent at once.
         alerter.fire("SchemaEventRetriesExhausted", key="stream/g/s")
-        await wait_until(lambda: len(receiver.alerts("SchemaEventRetriesExhausted")) == 3)
+        await wait_until(lambda: len(receiver.matching("SchemaEventRetriesExhausted")) == 3)
     finally:
         await alerter.close()
 
@@ -197,7 +161,7 @@ async def test_dead_webhook_never_blocks_and_counts_errors() -> None:
         assert time.monotonic() - t0 < 5.0
 
 
-async def test_failed_post_is_retried(receiver: Receiver) -> None:
+async def test_failed_post_is_retried(receiver: AlertReceiver) -> None:
     metrics = NodeMetrics()
     receiver.fail_first = 2
     alerter = Alerter("n1", receiver.url, metrics=metrics, retry_base=0.01)
@@ -206,13 +170,13 @@ async def test_failed_post_is_retried(receiver: Receiver) -> None:
         alerter.fire("SchemaRepairFailing")
         await wait_until(lambda: sent(metrics, "SchemaRepairFailing", "ok") == 1)
         assert receiver.requests == 3
-        assert len(receiver.alerts("SchemaRepairFailing")) == 1
+        assert len(receiver.matching("SchemaRepairFailing")) == 1
         assert sent(metrics, "SchemaRepairFailing", "error") == 0
     finally:
         await alerter.close()
 
 
-async def test_gives_up_after_delivery_attempts(receiver: Receiver) -> None:
+async def test_gives_up_after_delivery_attempts(receiver: AlertReceiver) -> None:
     metrics = NodeMetrics()
     receiver.fail_first = 100
     alerter = Alerter("n1", receiver.url, metrics=metrics, retry_base=0.01,
@@ -226,7 +190,7 @@ async def test_gives_up_after_delivery_attempts(receiver: Receiver) -> None:
         await alerter.close()
 
 
-async def test_alerts_fired_before_start_are_queued(receiver: Receiver) -> None:
+async def test_alerts_fired_before_start_are_queued(receiver: AlertReceiver) -> None:
     metrics = NodeMetrics()
     alerter = Alerter("n1", receiver.url, metrics=metrics, queue_size=2)
     for i in range(5):
@@ -235,13 +199,13 @@ async def test_alerts_fired_before_start_are_queued(receiver: Receiver) -> None:
     try:
         await wait_until(lambda: sent(metrics, "SchemaEventRetriesExhausted", "ok") == 2)
         # The queue keeps the newest notifications and counts the dropped ones.
-        assert [a["labels"]["key"] for a in receiver.alerts()] == ["k3", "k4"]
+        assert [a["labels"]["key"] for a in receiver.matching()] == ["k3", "k4"]
         assert sent(metrics, "SchemaEventRetriesExhausted", "dropped") == 3
     finally:
         await alerter.close()
 
 
-async def test_fire_from_another_thread(receiver: Receiver) -> None:
+async def test_fire_from_another_thread(receiver: AlertReceiver) -> None:
     alerter = Alerter("n1", receiver.url)
     await alerter.start()
     try:
@@ -249,18 +213,18 @@ async def test_fire_from_another_thread(receiver: Receiver) -> None:
             target=lambda: alerter.fire("SchemaRepairFailing", error="from a thread"))
         thread.start()
         await asyncio.to_thread(thread.join)
-        await wait_until(lambda: len(receiver.alerts("SchemaRepairFailing")) == 1)
+        await wait_until(lambda: len(receiver.matching("SchemaRepairFailing")) == 1)
     finally:
         await alerter.close()
 
 
-async def test_close_delivers_pending_notifications(receiver: Receiver) -> None:
+async def test_close_delivers_pending_notifications(receiver: AlertReceiver) -> None:
     alerter = Alerter("n1", receiver.url)
     await alerter.start()
     alerter.fire("SchemaRepairFailing")
     alerter.resolve("SchemaRepairFailing")
     await alerter.close()
-    assert len(receiver.alerts("SchemaRepairFailing")) == 2
+    assert len(receiver.matching("SchemaRepairFailing")) == 2
 
 
 async def test_logged_without_webhook(caplog: pytest.LogCaptureFixture) -> None:

@@ -47,7 +47,8 @@ INVALID = [
     ("group-with-group", GROUP.replace("{name: g}", "{name: g, group: x}"), "'metadata.group'"),
     ("missing-group", measure_doc(TAGS + ENTITY, "{name: m}"), "'metadata.group'"),
     ("bad-catalog", GROUP.replace("MEASURE", "TABLE"), "'spec.catalog'"),
-    ("zero-shards", GROUP.replace("shard_num: 1", "shard_num: 0"), "'spec.resource_opts.shard_num'"),
+    ("zero-shards", GROUP.replace("shard_num: 1", "shard_num: 0"),
+     "'spec.resource_opts.shard_num'"),
     ("shards-not-int", GROUP.replace("shard_num: 1", "shard_num: many"),
      "'spec.resource_opts.shard_num'"),
     ("bad-interval-unit", GROUP.replace("unit: DAY, num: 1", "unit: WEEK, num: 1"),
@@ -72,7 +73,8 @@ INVALID = [
                        "spec: {tags: [id], type: HASH}", "'spec.type'"),
     ("binding-window", "kind: index_rule_binding\nmetadata: {group: g, name: b}\n"
                        "spec: {rules: [r], subject: {catalog: MEASURE, name: m},\n"
-                       "       begin_at: '2025-01-01T00:00:00Z', expire_at: '2024-01-01T00:00:00Z'}",
+                       "       begin_at: '2025-01-01T00:00:00Z',"
+                       " expire_at: '2024-01-01T00:00:00Z'}",
      "'spec.expire_at'"),
     ("topn-negative-counters", "kind: topn_aggregation\nmetadata: {group: g, name: t}\n"
                                "spec: {source_measure: {group: g, name: m}, field_name: v,"

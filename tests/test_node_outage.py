@@ -16,10 +16,11 @@ import pytest
 
 from etcd_server import EtcdCluster
 from factories import group, measure
-from node_procs.harness import AlertReceiver, wait_until
+from node_procs.harness import wait_until
 from schemacache import Registry, open_registry
 from schemacache.model import digest_of
 from schemacache.node import Node
+from schemacache.testing import AlertReceiver
 
 T = TypeVar("T")
 

@@ -6,48 +6,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
 from factories import group, measure
 from schemacache import open_registry
-from schemacache.api.http import UvicornServer
 from schemacache.node import RetryPolicy
 from schemacache.registry import Registry
+from schemacache.testing import AlertReceiver
 from test_node_core import DEADLINE, RecordingHandler, new_node, until
 
 POISON = "measure/g/poison"
 
 
-class Receiver:
-    """An Alertmanager-style webhook receiver recording every alert it gets."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.app = FastAPI()
-
-        @self.app.post("/alerts")
-        async def alerts(request: Request) -> Response:
-            self.received.extend(await request.json())
-            return Response(status_code=200)
-
-    def alerts(self, alertname: str, resolved: bool | None = None) -> list[dict[str, Any]]:
-        return [a for a in self.received if a["labels"]["alertname"] == alertname
-                and (resolved is None or ("endsAt" in a) == resolved)]
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    rec = Receiver()
-    server = UvicornServer(rec.app, "127.0.0.1:0")
-    url = await server.start()
-    try:
-        yield rec, f"{url}/alerts"
-    finally:
-        await server.stop()
+async def receiver() -> AsyncIterator[tuple[AlertReceiver, str]]:
+    async with AlertReceiver() as rec:
+        yield rec, rec.url
 
 
 @pytest.fixture
@@ -82,7 +57,7 @@ async def test_poisoned_event_full_jitter_bounds(reg: Registry, tmp_path: Path) 
 
 
 async def test_poisoned_event_does_not_block_others_and_heals(
-    reg: Registry, tmp_path: Path, receiver: tuple[Receiver, str]
+    reg: Registry, tmp_path: Path, receiver: tuple[AlertReceiver, str]
 ) -> None:
     rx, url = receiver
     await reg.put(group("g"))
@@ -119,8 +94,8 @@ async def test_poisoned_event_does_not_block_others_and_heals(
         assert "schemacache_failed_keys 1.0" in text
         assert ('schemacache_handler_calls_total{kind="measure",op="apply",outcome="error"} 2.0'
                 in text)
-        await until(lambda: bool(rx.alerts("SchemaEventRetriesExhausted")), what="webhook")
-        firing = rx.alerts("SchemaEventRetriesExhausted")
+        await until(lambda: bool(rx.matching("SchemaEventRetriesExhausted")), what="webhook")
+        firing = rx.matching("SchemaEventRetriesExhausted")
         assert len(firing) == 1
         labels = firing[0]["labels"]
         assert labels == {"alertname": "SchemaEventRetriesExhausted", "node": "n1",
@@ -135,9 +110,9 @@ async def test_poisoned_event_does_not_block_others_and_heals(
         assert node.cache.get(POISON) is not None
         assert node.failures() == [] and node.status()["state"] == "ready"
         assert "schemacache_failed_keys 0.0" in node.metrics.render().decode()
-        await until(lambda: bool(rx.alerts("SchemaEventRetriesExhausted", resolved=True)),
+        await until(lambda: bool(rx.matching("SchemaEventRetriesExhausted", resolved=True)),
                     what="resolve notification")
-        resolved = rx.alerts("SchemaEventRetriesExhausted", resolved=True)
+        resolved = rx.matching("SchemaEventRetriesExhausted", resolved=True)
         assert len(resolved) == 1 and resolved[0]["labels"]["key"] == POISON
 
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 
 import pytest
-from factories import binding, group, index_rule, measure, stream, topn
 
+from factories import binding, group, index_rule, measure, stream, topn
 from schemacache import (
     CompactedError,
     ConflictError,

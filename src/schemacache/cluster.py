@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from fastapi import Request
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -29,6 +28,7 @@ from rich.table import Table
 from .client import ClientError, RegistryClient
 from .manifest import load_resources
 from .model import Resource
+from .testing import AlertReceiver, write_faults
 
 STOP_GRACE = 10.0
 """Seconds a child gets to exit after SIGTERM before it is killed."""
@@ -358,36 +358,17 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 # ---------------------------------------------------------------- demo
 
 
-class _AlertReceiver:
-    """A tiny Alertmanager-style webhook receiver that prints what it gets."""
+DEMO_ALERT = "SchemaEventRetriesExhausted"
 
-    def __init__(self, out: Console):
-        from fastapi import FastAPI
 
-        from .api.http import UvicornServer
-
-        self.received: list[dict[str, Any]] = []
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-        @app.post("/alerts")
-        async def alerts(request: Request) -> dict[str, bool]:
-            payload = await request.json()
-            for alert in payload if isinstance(payload, list) else [payload]:
-                if not isinstance(alert, dict):
-                    continue
-                self.received.append(alert)
-                labels = alert.get("labels", {})
-                state = "RESOLVED" if alert.get("endsAt") else "FIRING"
-                out.print(f"  [bold magenta]webhook ← {state} {labels.get('alertname')}"
-                          f"[/bold magenta] node={labels.get('node')} key={labels.get('key')}"
-                          f" {alert.get('annotations', {}).get('last_error', '')}")
-            return {"ok": True}
-
-        self.server = UvicornServer(app)
-
-    def seen(self, alertname: str, resolved: bool) -> bool:
-        return any(a.get("labels", {}).get("alertname") == alertname
-                   and bool(a.get("endsAt")) == resolved for a in self.received)
+def _print_alert(out: Console) -> Callable[[dict[str, Any]], None]:
+    def show(alert: dict[str, Any]) -> None:
+        labels = alert.get("labels", {})
+        state = "RESOLVED" if alert.get("endsAt") else "FIRING"
+        out.print(f"  [bold magenta]webhook ← {state} {labels.get('alertname')}"
+                  f"[/bold magenta] node={labels.get('node')} key={labels.get('key')}"
+                  f" {alert.get('annotations', {}).get('last_error', '')}")
+    return show
 
 
 class _LogEcho:
@@ -456,13 +437,13 @@ async def _demo(data_dir: Path, out: Console) -> int:
     started = time.monotonic()
     registry_url = sqlite_url(data_dir / "registry.db")
     api = _ApiServer(registry_url, "127.0.0.1:0")
-    receiver = _AlertReceiver(out)
+    receiver = AlertReceiver(on_alert=_print_alert(out))
     nodes: list[NodeProcess] = []
     try:
         url = await api.start()
-        hook = await receiver.server.start()
-        out.print(f"[bold]1. registry API on {url}, alert webhook on {hook}/alerts[/bold]")
-        from .testing import write_faults
+        hook = await receiver.start()
+        out.print(f"[bold]1. registry API on {url}, alert webhook on {hook}[/bold]")
+
 
         faults = [data_dir / f"faults-node-{i}.json" for i in (1, 2, 3)]
         for f in faults:
@@ -475,7 +456,7 @@ async def _demo(data_dir: Path, out: Console) -> int:
                 f"node-{i}", registry_url, data_dir / "nodes" / f"node-{i}",
                 data_dir / "nodes" / f"node-{i}.log",
                 extra=(*DEMO_NODE_FLAGS, "--handler", "schemacache.testing:FaultyHandler",
-                       "--alert-webhook", f"{hook}/alerts"),
+                       "--alert-webhook", hook),
                 env={"SCHEMACACHE_FAULTS": str(faults[i - 1])}, on_line=show)
             await node.start()
             nodes.append(node)
@@ -490,7 +471,7 @@ async def _demo(data_dir: Path, out: Console) -> int:
         return 1
     finally:
         await _stop_all(nodes)
-        await receiver.server.stop()
+        await receiver.stop()
         await api.stop()
 
 
@@ -523,8 +504,8 @@ def _scratch(group: str, i: int) -> Resource:
 
 
 async def _demo_script(client: RegistryClient, nodes: list[NodeProcess], faults: list[Path],
-                       receiver: _AlertReceiver, out: Console) -> int:
-    from .testing import write_faults
+                       receiver: AlertReceiver, out: Console) -> int:
+
 
     names = [n.name for n in nodes]
     source = examples_dir()
@@ -560,7 +541,7 @@ async def _demo_script(client: RegistryClient, nodes: list[NodeProcess], faults:
     out.print(f"  retries exhausted: {record.get('key')} revision {record.get('revision')} "
               f"after {record.get('attempts')} attempts: {record.get('last_error')}")
     await _until("the SchemaEventRetriesExhausted alert",
-                 _const(lambda: receiver.seen("SchemaEventRetriesExhausted", False)))
+                 _const(lambda: bool(receiver.matching(DEMO_ALERT, resolved=False))))
 
     async def others_applied() -> bool:
         status = await _cluster_nodes(client)
@@ -586,7 +567,7 @@ async def _demo_script(client: RegistryClient, nodes: list[NodeProcess], faults:
     await _until("node-2 to repair the key", repaired)
     out.print("  node-2 repaired; failure record gone")
     await _until("the alert to resolve",
-                 _const(lambda: receiver.seen("SchemaEventRetriesExhausted", True)))
+                 _const(lambda: bool(receiver.matching(DEMO_ALERT, resolved=True))))
 
     out.print("[bold]6. SIGKILL node-3 in the middle of a stream of writes, then restart it[/bold]")
     victim = nodes[2]

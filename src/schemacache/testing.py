@@ -19,10 +19,15 @@ import fnmatch
 import json
 import logging
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request, Response
+
+from .api.http import UvicornServer
 from .errors import PermanentError, TemporaryError
 from .model import Resource
 
@@ -107,3 +112,67 @@ def _match(section: Any, key: str) -> str | None:
         if fnmatch.fnmatchcase(key, str(pattern)):
             return str(message)
     return None
+
+
+class AlertReceiver:
+    """An Alertmanager-style webhook receiver on loopback that keeps what it gets.
+
+    Used by the demo and by tests to see the alerts a node sends.
+
+    :param listen: ``host:port`` to bind (default ``127.0.0.1:0``, any free port).
+    :param on_alert: called with each alert as it arrives (default: nothing).
+    :param fail_first: answer HTTP 500 to this many requests first, to exercise
+        the sender's retries (default 0).
+    """
+
+    def __init__(self, listen: str = "127.0.0.1:0",
+                 on_alert: Callable[[dict[str, Any]], None] | None = None,
+                 fail_first: int = 0):
+        self.received: list[dict[str, Any]] = []
+        self.posts: list[list[dict[str, Any]]] = []
+        self.requests = 0
+        self.fail_first = fail_first
+        self.url = ""
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.post("/alerts")
+        async def alerts(request: Request) -> Response:
+            self.requests += 1
+            if self.requests <= self.fail_first:
+                return Response(status_code=500)
+            payload = await request.json()
+            body = [a for a in (payload if isinstance(payload, list) else [payload])
+                    if isinstance(a, dict)]
+            self.posts.append(body)
+            for alert in body:
+                alert["_received"] = time.monotonic()
+                self.received.append(alert)
+                if on_alert is not None:
+                    on_alert(alert)
+            return Response(status_code=200)
+
+        self._server = UvicornServer(app, listen)
+
+    async def start(self) -> str:
+        """Start serving; returns the webhook URL (also in :attr:`url`)."""
+        base = await self._server.start()
+        self.url = base.rstrip("/") + "/alerts"
+        return self.url
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+    async def __aenter__(self) -> AlertReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def matching(self, alertname: str | None = None,
+                 resolved: bool | None = None) -> list[dict[str, Any]]:
+        """Alerts received, optionally only those named ``alertname`` and only
+        resolved (``endsAt`` set) or firing ones."""
+        return [a for a in self.received
+                if (alertname is None or a.get("labels", {}).get("alertname") == alertname)
+                and (resolved is None or bool(a.get("endsAt")) == resolved)]

@@ -15,16 +15,12 @@ import re
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
-
-from schemacache.api.http import UvicornServer
 
 from .recording import RECORD_ENV
 
@@ -280,41 +276,7 @@ def read_record(path: Path) -> list[list[Call]]:
     return lifetimes
 
 
-# ---------------------------------------------------------------- webhook receiver
-
-
-class AlertReceiver:
-    """An Alertmanager-style webhook on 127.0.0.1:0 keeping what it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-        @app.post("/alerts")
-        async def alerts(request: Request) -> dict[str, bool]:
-            payload = await request.json()
-            for alert in payload if isinstance(payload, list) else [payload]:
-                if isinstance(alert, dict):
-                    alert["_received"] = time.monotonic()
-                    self.received.append(alert)
-            return {"ok": True}
-
-        self._server = UvicornServer(app)
-        self.url = ""
-
-    async def start(self) -> str:
-        base = await self._server.start()
-        self.url = base.rstrip("/") + "/alerts"
-        return self.url
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    def matching(self, alertname: str, resolved: bool | None = None) -> list[dict[str, Any]]:
-        """Alerts named ``alertname``; ``resolved`` filters on ``endsAt`` being set."""
-        return [a for a in self.received
-                if a.get("labels", {}).get("alertname") == alertname
-                and (resolved is None or bool(a.get("endsAt")) == resolved)]
+# The webhook receiver is schemacache.testing.AlertReceiver (re-exported here).
 
 
 def dumps(data: Any) -> str:
