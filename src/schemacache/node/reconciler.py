@@ -256,15 +256,7 @@ class Reconciler:
         self._notify_progress()
 
     def _desired_changed(self, key: str, d: Desired, prio: int) -> None:
-        att = self._attempts.get(key)
-        if att is not None and att.revision != d.revision:
-            # A newer version supersedes a failing one: fresh attempts, at once.
-            del self._attempts[key]
-            self.queue.cancel_timer(key)
-        failure = self.failures.get(key)
-        if failure is not None and failure.revision != d.revision:
-            self._repair_fails.pop(key, None)
-            self._repair_not_before.pop(key, None)
+        self._desired_changed_quiet(key, d)
         if self._is_settled_applied(key, d):
             self._settle(key)
             self._unpark(key)
@@ -328,8 +320,10 @@ class Reconciler:
         return self._enqueue_unsettled(list(self.desired), manual=manual, prio=PRIO_REPAIR)
 
     def _desired_changed_quiet(self, key: str, d: Desired) -> None:
+        """Forget attempts and repair backoff that belong to an older version."""
         att = self._attempts.get(key)
         if att is not None and att.revision != d.revision:
+            # A newer version supersedes a failing one: fresh attempts, at once.
             del self._attempts[key]
             self.queue.cancel_timer(key)
         failure = self.failures.get(key)
