@@ -267,7 +267,8 @@ async def test_newer_revision_supersedes_a_failing_one(reg: Registry, tmp_path: 
         return RuntimeError("broken version") if last[2] in bad_rev else None
 
     h.fail["measure/g/m"] = fail_old
-    policy = RetryPolicy(max_attempts=3, base=0.3, jitter="none")
+    backoff = 1.0  # the old version's retry is due this long after its failure
+    policy = RetryPolicy(max_attempts=3, base=backoff, jitter="none")
     async with new_node(reg, tmp_path, h, retry=policy, repair_backoff_base=60) as node:
         await node.ready(DEADLINE)
         bad_rev.append(await reg.put(measure("g", "m")))
@@ -279,9 +280,10 @@ async def test_newer_revision_supersedes_a_failing_one(reg: Registry, tmp_path: 
         # The newer version applied at once (no backoff wait), the old one got 1 call.
         calls = h.calls_for("measure/g/m")
         assert [c[2] for c in calls] == [bad_rev[0], good]
-        assert calls[1][3] - calls[0][3] < 0.3
-        # Its pending retry timer does not bring the old version back.
-        await asyncio.sleep(0.5)
+        assert calls[1][3] - calls[0][3] < backoff
+        # Its pending retry timer does not bring the old version back (nothing to poll
+        # for: wait until the timer would have fired).
+        await asyncio.sleep(backoff + 0.3)
         assert len(h.calls_for("measure/g/m")) == 2
 
 

@@ -17,6 +17,8 @@ from schemacache.testing import AlertReceiver
 from test_node_core import DEADLINE, RecordingHandler, new_node, until
 
 POISON = "measure/g/poison"
+SLACK = 0.15
+"""Seconds a timer may fire late on a busy 2-core machine."""
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ async def test_poisoned_event_full_jitter_bounds(reg: Registry, tmp_path: Path) 
     await reg.put(group("g"))
     h = RecordingHandler()
     h.fail[POISON] = RuntimeError("cannot open shard")
-    policy = RetryPolicy(max_attempts=5, base=0.04, cap=0.1)
+    policy = RetryPolicy(max_attempts=5, base=0.2, cap=0.5)
     async with new_node(reg, tmp_path, h, retry=policy, repair_backoff_base=60) as node:
         await node.ready(DEADLINE)
         rev = await reg.put(measure("g", "poison"))
@@ -50,8 +52,8 @@ async def test_poisoned_event_full_jitter_bounds(reg: Registry, tmp_path: Path) 
         assert {c[2] for c in calls} == {rev}
         gaps = [b[3] - a[3] for a, b in itertools.pairwise(calls)]
         for n, gap in enumerate(gaps, start=1):
-            # uniform(0, bound) plus scheduling slack
-            assert 0.0 <= gap <= policy.bound(n) + 0.05, (n, gap)
+            # uniform(0, bound) plus scheduling slack on a busy machine
+            assert 0.0 <= gap <= policy.bound(n) + SLACK, (n, gap)
         f = node.failures()[0]
         assert (f["key"], f["revision"], f["attempts"]) == (POISON, rev, 5)
 
@@ -123,18 +125,18 @@ async def test_repair_retries_a_failing_key_with_growing_gaps(
     h = RecordingHandler()
     h.fail[POISON] = RuntimeError("still broken")
     policy = RetryPolicy(max_attempts=1)
-    async with new_node(reg, tmp_path, h, retry=policy, repair_backoff_base=0.05,
-                        repair_backoff_cap=0.4) as node:
+    async with new_node(reg, tmp_path, h, retry=policy, repair_backoff_base=0.1,
+                        repair_backoff_cap=0.8) as node:
         await node.ready(DEADLINE)
         await reg.put(measure("g", "poison"))
         await until(lambda: len(h.calls_for(POISON)) >= 7, what="repairs")
         calls = h.calls_for(POISON)
         window = calls[-1][3] - calls[0][3]
         gaps = [b[3] - a[3] for a, b in itertools.pairwise(calls)]
-        # 0.05, 0.1, 0.2, 0.4 (cap), 0.4, 0.4: doubling then capped, never a tight loop.
-        expected = [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
+        # 0.1, 0.2, 0.4, 0.8 (cap), 0.8, 0.8: doubling then capped, never a tight loop.
+        expected = [0.1, 0.2, 0.4, 0.8, 0.8, 0.8]
         for gap, want in zip(gaps, expected, strict=False):
-            assert want * 0.9 <= gap <= want + 0.15, (gaps, expected)
+            assert want * 0.9 <= gap <= want + SLACK, (gaps, expected)
         assert window >= sum(expected) * 0.9
         f = node.failures()[0]
         assert f["attempts"] >= 7
