@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -33,28 +34,28 @@ async def _serve(registry: Registry, token: str | None = None,
     return server
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def _running_api(tmp_path: Path, token: str | None = None) -> AsyncIterator[Api]:
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
-    server = await _serve(registry)
+    server = await _serve(registry, token=token)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             yield Api(server.url, registry, client)
     finally:
         await server.stop()
         await registry.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with _running_api(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 async def secured(tmp_path: Path) -> AsyncIterator[Api]:
-    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
-    server = await _serve(registry, token=TOKEN)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            yield Api(server.url, registry, client)
-    finally:
-        await server.stop()
-        await registry.close()
+    async with _running_api(tmp_path, token=TOKEN) as running:
+        yield running
 
 
 @pytest.fixture

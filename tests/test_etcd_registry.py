@@ -18,10 +18,8 @@ from aetcd import rpc
 from etcd_server import EtcdCluster
 from schemacache import (
     CompactedError,
-    ConflictError,
     Event,
     EventType,
-    NotFoundError,
     ReferencedError,
     RegistryUnavailableError,
     Resource,
@@ -97,37 +95,7 @@ async def reg(etcd: EtcdCluster) -> AsyncIterator[Any]:
 # --------------------------------------------------------------------- single member
 
 
-async def test_cas_create_update_delete(reg: Any) -> None:
-    g = group("g1")
-    r1 = await reg.put(g, expected_revision=0)
-    with pytest.raises(ConflictError) as exc:
-        await reg.put(g, expected_revision=0)
-    assert (exc.value.expected, exc.value.actual) == (0, r1)
-
-    r2 = await reg.put(group("g1", shards=2), expected_revision=r1)
-    assert r2 > r1
-    with pytest.raises(ConflictError) as exc:
-        await reg.put(g, expected_revision=r1)
-    assert exc.value.actual == r2
-
-    got = await reg.get("group/g1")
-    assert (got.create_revision, got.mod_revision) == (r1, r2)
-    assert got.spec["resource_opts"]["shard_num"] == 2
-    assert got.metadata.updated_at is not None
-
-    with pytest.raises(ConflictError):
-        await reg.delete("group/g1", expected_revision=r1)
-    r3 = await reg.delete("group/g1", expected_revision=r2)
-    assert r3 > r2
-    with pytest.raises(NotFoundError):
-        await reg.get("group/g1")
-    with pytest.raises(NotFoundError):
-        await reg.delete("group/g1")
-    with pytest.raises(ConflictError) as exc:
-        await reg.delete("group/g1", expected_revision=r2)
-    assert exc.value.actual == 0
-    with pytest.raises(ConflictError):
-        await reg.put(g, expected_revision=r2)
+# CAS create/update/delete conflicts: see the contract suite (test_registry_contract.py).
 
 
 async def test_list_then_watch_sees_each_later_write_once_in_order(reg: Any) -> None:

@@ -44,8 +44,9 @@ async def collect(registry: Registry, start: int, count: int, prefix: str = "") 
 async def test_cas_create_update_delete(registry: Registry) -> None:
     g = group("g1")
     rev1 = await registry.put(g, expected_revision=0)
-    with pytest.raises(ConflictError):
+    with pytest.raises(ConflictError) as first:
         await registry.put(g, expected_revision=0)
+    assert (first.value.expected, first.value.actual) == (0, rev1)
     stored = await registry.get("group/g1")
     assert stored.mod_revision == rev1 and stored.create_revision == rev1
     assert stored.metadata.updated_at is not None
