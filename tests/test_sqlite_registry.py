@@ -620,6 +620,30 @@ def test_two_writer_processes_share_one_revision_sequence(tmp_path: Path, procs:
     assert change_revisions(db) == list(range(1, 602))
 
 
+OPENERS = 2
+"""Two, not more: an opener spinning without a core to run on would miss the race."""
+OPEN_ROUNDS = 8
+
+
+def test_processes_creating_one_store_at_once_all_succeed(tmp_path: Path, procs: Procs) -> None:
+    # SQLite refuses a concurrent switch to WAL without waiting for the lock;
+    # the store must retry it rather than fail whoever comes second.
+    for round_ in range(OPEN_ROUNDS):
+        db, go = tmp_path / f"reg{round_}.db", tmp_path / f"go{round_}"
+        openers = [procs.start("opener.py", str(db), str(go)) for _ in range(OPENERS)]
+        for proc in openers:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"ready\n"
+        go.touch()
+        outputs = []
+        for proc in openers:
+            out, err = proc.communicate(timeout=WAIT)
+            assert proc.returncode == 0, err.decode()
+            outputs.append(out.decode().split("\t"))
+        assert len({cluster for cluster, _ in outputs}) == 1, "one store, one cluster id"
+        assert all(rev.strip() == "0" for _, rev in outputs)
+
+
 def _check_consistent(db: str) -> int:
     """Assert the stored state is whole; returns the head revision."""
     with raw(db) as conn:

@@ -27,6 +27,7 @@ from typing import Any
 import pydantic_core
 
 from .._gc import gc_paused
+from .._sqlite import enable_wal
 from ..model import Resource
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ FLUSH_BATCH = 5000
 """Pending writes that trigger a commit before :data:`FLUSH_INTERVAL` ran out."""
 MAX_PENDING_WRITES = 50_000
 """Pending writes beyond which producers wait for the flusher (backpressure)."""
+STATE_BUSY_TIMEOUT = 10.0
+"""Seconds to wait for a lock on the state file before giving up."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -184,8 +187,9 @@ class StateStore:
         return LoadedState(fresh=True, moved_aside=moved)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                               timeout=STATE_BUSY_TIMEOUT)
+        enable_wal(conn, STATE_BUSY_TIMEOUT)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 

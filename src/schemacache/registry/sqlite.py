@@ -41,6 +41,7 @@ from typing import Any, TypeAlias, TypeVar
 import pydantic_core
 
 from .._gc import gc_paused
+from .._sqlite import enable_wal
 from ..errors import (
     CompactedError,
     ConflictError,
@@ -420,8 +421,8 @@ class SqliteRegistry(Registry):
         conn = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(DEFAULT_BUSY_TIMEOUT * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = enable_wal(conn, DEFAULT_BUSY_TIMEOUT)
+            if mode != "wal":
                 raise SqliteStoreError(self.path, f"cannot switch to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
             self._ensure_schema(conn)
