@@ -30,6 +30,7 @@ from schemacache import (
     NotFoundError,
     ReferencedError,
     RegistryUnavailableError,
+    Resource,
     ValidationError,
     open_registry,
 )
@@ -318,6 +319,14 @@ async def test_list_snapshot_then_watch_from_next_revision(reg: SqliteRegistry) 
     assert events[1].resource.spec["tags"] == ["x"]
     assert events[2].resource.mod_revision == 3, "a DELETE carries the last version"
     assert [e.key for e in await second] == ["measure/g/m"]
+    for e in events:
+        # The registry's own text rides along (a node stores it as is), and is
+        # no part of the event's identity.
+        assert e.stored_json is not None
+        assert Resource.from_stored(json.loads(e.stored_json)) == e.resource
+        assert e == Event(type=e.type, key=e.key, revision=e.revision, resource=e.resource)
+    assert Event(type=events[0].type, key="measure/g/m", revision=7,
+                 resource=events[0].resource).stored_json is None
     await everything.aclose()
     await only_m.aclose()
     # With no watch left, the poll for other processes' commits stops.

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -194,6 +195,8 @@ class Event(BaseModel):
     revision: int
     resource: Resource
 
+    _stored_json: str | None = PrivateAttr(default=None)
+
     @field_validator("resource", mode="wrap")
     @classmethod
     def _keep_resource(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -202,6 +205,35 @@ class Event(BaseModel):
         if isinstance(value, Resource):
             return value
         return handler(value)
+
+    @classmethod
+    def from_stored(cls, type: EventType, key: str, revision: int, resource: Resource,
+                    stored_json: str | None = None) -> Event:
+        """An event a registry read back from its own log, without validating it again.
+
+        :param resource: the decoded resource (see :meth:`Resource.from_stored`).
+        :param stored_json: the resource's JSON exactly as the registry stored
+            it, revisions included (default ``None``: not known).  Kept so that
+            a consumer persisting the resource need not encode it again.
+        """
+        event = _bare(cls, {"type": type, "key": key, "revision": revision,
+                            "resource": resource})
+        object.__setattr__(event, "__pydantic_private__", {"_stored_json": stored_json})
+        return event
+
+    @property
+    def stored_json(self) -> str | None:
+        """The resource's JSON as the registry stored it, or ``None`` when not known."""
+        return self._stored_json
+
+    def __eq__(self, other: object) -> bool:
+        # Whether the registry's text came along is not part of the event.
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.type == other.type and self.key == other.key
+                and self.revision == other.revision and self.resource == other.resource)
+
+    __hash__ = None  # type: ignore[assignment]  # resources are mutable
 
 
 def make_key(kind: str, group: str | None, name: str) -> str:

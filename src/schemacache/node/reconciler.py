@@ -248,7 +248,8 @@ class Reconciler:
             if cur is None or cur.revision < event.revision:
                 d = Desired(event.revision, deleted, event.resource, True)
                 self.desired[key] = d
-                self.store.put_desired(key, d.revision, deleted, d.resource, True)
+                self.store.put_desired(key, d.revision, deleted, d.resource, True,
+                                       event.stored_json)
                 self._desired_changed(key, d, PRIO_LIVE)
         if event.revision > self.received_revision:
             self.received_revision = event.revision

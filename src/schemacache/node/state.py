@@ -122,7 +122,7 @@ class LoadedState:
     moved_aside: str | None = None
 
 
-_Desired = tuple[int, bool, Resource, bool] | None
+_Desired = tuple[int, bool, Resource, bool, str | None] | None
 _Applied = tuple[int, Resource] | None
 
 
@@ -264,8 +264,14 @@ class StateStore:
     # --- buffered writes ----------------------------------------------------
 
     def put_desired(self, key: str, revision: int, deleted: bool, resource: Resource,
-                    live: bool = False) -> None:
-        self._desired[key] = (revision, deleted, resource, live)
+                    live: bool = False, stored_json: str | None = None) -> None:
+        """Record the desired version of ``key``.
+
+        :param live: it came from the watch (not from a listing).
+        :param stored_json: the resource's JSON as the registry stored it, if
+            known (default ``None``): written as is instead of encoding again.
+        """
+        self._desired[key] = (revision, deleted, resource, live, stored_json)
         self._poke()
 
     def delete_desired(self, key: str) -> None:
@@ -385,7 +391,7 @@ class StateStore:
                 d_del.append((key,))
                 recent.pop(key, None)
             else:
-                t = text(dv[2])
+                t = dv[4] if dv[4] is not None else text(dv[2])
                 d_put.append((key, dv[0], int(dv[1]), t, int(dv[3])))
                 if not dv[1]:
                     recent[key] = (dv[2], t)

@@ -532,9 +532,7 @@ class SqliteRegistry(Registry):
             conn.execute("COMMIT")
         with gc_paused():
             events = [
-                Event.model_construct(
-                    type=EventType(kind), key=key, revision=rev, resource=_decode(value)
-                )
+                Event.from_stored(EventType(kind), key, rev, _decode(value), value)
                 for rev, key, kind, value in rows
                 if key.startswith(prefix)
             ]
