@@ -224,7 +224,10 @@ class Event(BaseModel):
     @property
     def stored_json(self) -> str | None:
         """The resource's JSON as the registry stored it, or ``None`` when not known."""
-        return self._stored_json
+        # Read the private slot directly: pydantic's attribute fallback for
+        # private names costs more than the rest of taking an event.
+        private = self.__pydantic_private__
+        return private.get("_stored_json") if private else None
 
     def __eq__(self, other: object) -> bool:
         # Whether the registry's text came along is not part of the event.
