@@ -60,6 +60,10 @@ DEMO_NODE_FLAGS = ("--max-attempts", "4", "--backoff-base", "0.2", "--backoff-ca
 OUTPUT_WIDTH = 160
 """Columns of the output when it is not a terminal."""
 
+EXAMPLES_PACKAGE_DIR = "examples"
+"""Folder inside the package holding the example schema ``up`` and ``demo`` apply
+(also reachable as ``examples/`` at the top of a source checkout)."""
+
 POLL = 0.1
 """Seconds between two polls of a condition."""
 
@@ -74,10 +78,11 @@ def _console() -> Console:
 
 
 def examples_dir() -> Path | None:
-    """The example SkyWalking-like schema shipped beside the package (or under the cwd)."""
-    for candidate in (Path(__file__).resolve().parents[2] / "examples", Path.cwd() / "examples"):
-        if candidate.is_dir() and any(candidate.glob("*.yaml")):
-            return candidate
+    """The example SkyWalking-like schema installed with the package, or ``None``
+    when the installation lacks it."""
+    candidate = Path(__file__).resolve().parent / EXAMPLES_PACKAGE_DIR
+    if candidate.is_dir() and any(candidate.glob("*.yaml")):
+        return candidate
     return None
 
 
