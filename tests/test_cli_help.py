@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 from typer.testing import CliRunner
 
@@ -22,3 +24,10 @@ def test_top_level_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in COMMANDS:
         assert command in result.output
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_is_the_installed_distributions(flag: str) -> None:
+    result = CliRunner().invoke(app, [flag])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"schemacache {importlib.metadata.version('schemacache')}"

@@ -42,3 +42,5 @@ def test_wheel_carries_examples_and_type_marker(tmp_path: Path) -> None:
     shipped = {p.name for p in (ROOT / "examples").glob("*.yaml")}
     assert shipped and {f"schemacache/examples/{n}" for n in shipped} <= names
     assert "schemacache/py.typed" in names
+    assert wheel.name.startswith(f"schemacache-{schemacache.__version__}-"), (
+        "the distribution's version is the package's __version__")

@@ -28,6 +28,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from . import __version__
 from .client import DEFAULT_SERVER, ClientError, RegistryClient
 from .errors import SchemaCacheError, ValidationError
 from .model import GROUP_KIND, Resource, make_key
@@ -60,6 +61,21 @@ STATUS_WIDTH = 160
 
 out = Console(highlight=False, soft_wrap=True,
               width=None if sys.stdout.isatty() else STATUS_WIDTH)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"schemacache {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Self-healing, versioned schema caches: registry API, nodes and client."""
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _T = TypeVar("_T")
