@@ -87,6 +87,11 @@ class WorkBatch:
                 self.done.set()
 
 
+def _prerequisite_keys(resource: Resource) -> list[str]:
+    """The keys ``resource`` references (see :func:`schemacache.kinds.references`)."""
+    return [ref.key for ref in references(resource)]
+
+
 def _kind(key: str) -> str:
     return key.split("/", 1)[0]
 
@@ -167,7 +172,7 @@ class Reconciler:
         counts: dict[str, int] = {}
         for key, (rev, res) in loaded.applied.items():
             self.applied[key] = (rev, res)
-            self._index_dependents(key, None, res)
+            self._index_dependents(key, None, _prerequisite_keys(res))
             kind = _kind(key)
             counts[kind] = counts.get(kind, 0) + 1
             if key not in self.desired:  # cannot happen with an intact file; be safe
@@ -399,7 +404,9 @@ class Reconciler:
             att = self._attempts.get(key)
             if att is not None and att.revision == d.revision and att.not_before > now:
                 return  # its retry timer brings it back
-        blockers = self._blockers(key, d)
+        # Computed once: the blockers check and the dependents index both need them.
+        prerequisites = [] if d.deleted else _prerequisite_keys(d.resource)
+        blockers = self._blockers(key, d, prerequisites)
         if blockers:
             self._park(key, blockers, prio)
             return
@@ -429,7 +436,7 @@ class Reconciler:
         if self.caller.active:
             self._count_call(kind, op, outcome, time.perf_counter() - started)
         if error is None:
-            self._on_success(key, d, op, resource)
+            self._on_success(key, d, op, resource, prerequisites)
         elif failed:
             self._on_repair_failure(key, error, outcome)
         else:
@@ -445,12 +452,13 @@ class Reconciler:
         children[0].inc()
         children[1].observe(seconds)
 
-    def _on_success(self, key: str, d: Desired, op: str, resource: Resource) -> None:
+    def _on_success(self, key: str, d: Desired, op: str, resource: Resource,
+                    prerequisites: list[str]) -> None:
         previous = self.applied.get(key)
         if op == "apply":
             self.applied[key] = (d.revision, resource)
             self.store.put_applied(key, d.revision, resource)
-            self._index_dependents(key, previous[1] if previous else None, resource)
+            self._index_dependents(key, previous[1] if previous else None, prerequisites)
             if previous is None:
                 self._count_kind(_kind(key), +1)
             if d.live and resource.metadata.updated_at is not None:
@@ -460,7 +468,7 @@ class Reconciler:
             if previous is not None:
                 del self.applied[key]
                 self.store.delete_applied(key)
-                self._index_dependents(key, previous[1], None)
+                self._index_dependents(key, previous[1], ())
                 self._count_kind(_kind(key), -1)
         self.cache.invalidate()
         self._attempts.pop(key, None)
@@ -555,11 +563,12 @@ class Reconciler:
         a = self.applied.get(key)
         return d is not None and not d.deleted and a is not None and a[0] == d.revision
 
-    def _blockers(self, key: str, d: Desired) -> list[str]:
+    def _blockers(self, key: str, d: Desired, prerequisites: list[str]) -> list[str]:
+        """What ``key`` waits for: applied dependents before a delete, the
+        ``prerequisites`` (keys ``d.resource`` references) before an apply."""
         if d.deleted:
             return sorted(k for k in self._dependents.get(key, ()) if k in self.applied)
-        return [ref.key for ref in references(d.resource)
-                if not self._prerequisite_ready(ref.key)]
+        return [ref for ref in prerequisites if not self._prerequisite_ready(ref)]
 
     def _is_final(self, key: str) -> bool:
         """Whether a worker is done with ``key`` for now: not parked behind a
@@ -599,17 +608,19 @@ class Reconciler:
             entry = self._parked.get(waiter)
             self.queue.add(waiter, entry[1] if entry else PRIO_LIVE)
 
-    def _index_dependents(self, key: str, old: Resource | None, new: Resource | None) -> None:
+    def _index_dependents(self, key: str, old: Resource | None,
+                          new_prerequisites: Iterable[str]) -> None:
+        """Move ``key`` in the dependents index from what ``old`` (its previous
+        applied version, if any) references to ``new_prerequisites``."""
         if old is not None:
-            for ref in references(old):
-                deps = self._dependents.get(ref.key)
+            for ref in _prerequisite_keys(old):
+                deps = self._dependents.get(ref)
                 if deps is not None:
                     deps.discard(key)
                     if not deps:
-                        del self._dependents[ref.key]
-        if new is not None:
-            for ref in references(new):
-                self._dependents.setdefault(ref.key, set()).add(key)
+                        del self._dependents[ref]
+        for ref in new_prerequisites:
+            self._dependents.setdefault(ref, set()).add(key)
 
     # ------------------------------------------------------------------ settledness
 
