@@ -482,6 +482,33 @@ async def test_references_and_cascade_delete(reg: SqliteRegistry, db: str) -> No
     assert [r.key for r in (await reg.list())[0]] == ["group/s"]
 
 
+CASCADE_MEMBERS = 300
+
+
+async def test_cascade_is_one_transaction_to_other_readers(reg: SqliteRegistry, db: str) -> None:
+    await reg.put(group())
+    for i in range(CASCADE_MEMBERS):
+        await reg.put(index_rule(f"r{i}"))
+    head = await reg.revision()
+    reader = SqliteRegistry(db)  # its own connection, as another process would have
+    seen: list[tuple[int, int]] = []
+    try:
+        deleting = asyncio.ensure_future(reg.delete("group/g", cascade=True))
+        while not deleting.done():
+            items, rev = await reader.list()
+            seen.append((len(items), rev))
+        rev = await deleting
+        items, last = await reader.list()
+        seen.append((len(items), last))
+    finally:
+        await reader.close()
+    assert rev == head + CASCADE_MEMBERS + 1, "one revision per deleted resource"
+    everything = CASCADE_MEMBERS + 1
+    assert {(n, r) for n, r in seen} <= {(everything, head), (0, rev)}, (
+        "a reader saw part of the cascade")
+    assert seen[-1] == (0, rev)
+
+
 async def test_node_registrations_expire_and_stay_apart(reg: SqliteRegistry, db: str) -> None:
     await reg.put(group())
     lease = await reg.register_node("n1", "http://127.0.0.1:9001", ttl=0.5)

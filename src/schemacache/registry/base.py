@@ -118,7 +118,11 @@ class Registry(abc.ABC):
         :param expected_revision: as for :meth:`put` (``None`` = unconditional).
         :param cascade: delete the resources that reference ``key`` first, each
             as its own write, dependents first; without it a referenced key
-            raises :class:`ReferencedError`.
+            raises :class:`ReferencedError`.  The SQLite registry makes the
+            whole cascade one transaction (no reader sees part of it, a crash
+            part-way deletes nothing); on etcd each write is its own
+            transaction, and a dependent created meanwhile makes the final
+            delete raise :class:`ReferencedError`.
         """
 
     @abc.abstractmethod

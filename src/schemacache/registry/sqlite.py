@@ -46,7 +46,6 @@ from ..errors import (
     CompactedError,
     ConflictError,
     NotFoundError,
-    ReferencedError,
     RegistryUnavailableError,
     SchemaCacheError,
 )
@@ -75,9 +74,6 @@ WATCH_BATCH = 1000
 
 WATCH_SAFETY_WAKEUP = 1.0
 """Seconds after which an idle watcher re-reads the log even without a notice."""
-
-CASCADE_ATTEMPTS = 10
-"""Rounds of a cascade delete before giving up on dependents created concurrently."""
 
 SCHEMA_VERSION = 1
 """Layout version stored in ``PRAGMA user_version``; another value is refused."""
@@ -217,28 +213,10 @@ class SqliteRegistry(Registry):
     async def delete(
         self, key: str, expected_revision: int | None = None, cascade: bool = False
     ) -> int:
-        if not cascade:
-            rev = await self._run(self._delete, key, expected_revision)
-            self._notify()
-            return rev
-        # The CAS on ``key`` is checked before any dependent goes, as the
-        # dependents' deletes are writes of their own.
-        await self._run(self._check_deletable, key, expected_revision)
-        for attempt in range(1, CASCADE_ATTEMPTS + 1):
-            plan = await self._run(self._cascade_plan, key)
-            for dep in plan:
-                deleted = await self._run(self._delete_if_present, dep.key)
-                if deleted:
-                    self._notify()
-            try:
-                rev = await self._run(self._delete, key, expected_revision)
-            except ReferencedError:
-                if attempt == CASCADE_ATTEMPTS:
-                    raise
-                continue  # a dependent was created meanwhile: plan again
-            self._notify()
-            return rev
-        raise AssertionError("unreachable")
+        rev = await self._run(self._cascade_delete if cascade else self._delete, key,
+                              expected_revision)
+        self._notify()
+        return rev
 
     async def compact(self, revision: int) -> None:
         await self._run(self._compact, revision)
@@ -633,40 +611,47 @@ class SqliteRegistry(Registry):
         )
         return rev
 
-    def _delete(
+    def _existing(
         self, conn: sqlite3.Connection, key: str, expected_revision: int | None
-    ) -> int:
-        def body() -> int:
-            row = self._current(conn, key)
-            if row is None:
-                if expected_revision is None:
-                    raise NotFoundError(key)
-                raise ConflictError(key, expected_revision, 0)
-            # Checked again at the end of a cascade: the key may have been
-            # rewritten while its dependents were being deleted.
-            self._check_expected(key, row[1], expected_revision)
-            refuse_if_referenced(key, self._candidates(conn, key))
-            return self._remove(conn, key, row[0])
-
-        return self._write(conn, body)
-
-    def _check_deletable(
-        self, conn: sqlite3.Connection, key: str, expected_revision: int | None
-    ) -> None:
+    ) -> tuple[str, int]:
+        """The stored value and mod_revision of ``key``, which must exist and
+        match ``expected_revision`` (``None``: any) for a delete to go ahead."""
         row = self._current(conn, key)
         if row is None:
             if expected_revision is None:
                 raise NotFoundError(key)
             raise ConflictError(key, expected_revision, 0)
         self._check_expected(key, row[1], expected_revision)
+        return row
 
-    def _cascade_plan(self, conn: sqlite3.Connection, key: str) -> _Resources:
-        conn.execute("BEGIN")
-        try:
-            pool = self._transitive_candidates(conn, key)
-        finally:
-            conn.execute("COMMIT")
-        return cascade_plan(key, pool)
+    def _delete(
+        self, conn: sqlite3.Connection, key: str, expected_revision: int | None
+    ) -> int:
+        def body() -> int:
+            row = self._existing(conn, key, expected_revision)
+            refuse_if_referenced(key, self._candidates(conn, key))
+            return self._remove(conn, key, row[0])
+
+        return self._write(conn, body)
+
+    def _cascade_delete(
+        self, conn: sqlite3.Connection, key: str, expected_revision: int | None
+    ) -> int:
+        """Delete ``key`` after everything that depends on it, in one transaction.
+
+        Each dependent's delete is a write (a revision) of its own, in dependency
+        order, as on every backend; sharing one transaction means that no reader
+        sees part of a cascade and a crash or an error part-way deletes nothing.
+        """
+        def body() -> int:
+            row = self._existing(conn, key, expected_revision)
+            for dep in cascade_plan(key, self._transitive_candidates(conn, key)):
+                current = self._current(conn, dep.key)
+                if current is not None:
+                    self._remove(conn, dep.key, current[0])
+            return self._remove(conn, key, row[0])
+
+        return self._write(conn, body)
 
     def _transitive_candidates(self, conn: sqlite3.Connection, key: str) -> _Resources:
         """Every resource that may reference ``key`` directly or through others."""
@@ -683,16 +668,6 @@ class SqliteRegistry(Registry):
                     pool[res.key] = res
                     frontier.append(res.key)
         return list(pool.values())
-
-    def _delete_if_present(self, conn: sqlite3.Connection, key: str) -> bool:
-        def body() -> bool:
-            row = self._current(conn, key)
-            if row is None:
-                return False
-            self._remove(conn, key, row[0])
-            return True
-
-        return self._write(conn, body)
 
     def _compact(self, conn: sqlite3.Connection, revision: int) -> None:
         def body() -> None:
