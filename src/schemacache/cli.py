@@ -61,6 +61,7 @@ STATUS_WIDTH = 160
 
 out = Console(highlight=False, soft_wrap=True,
               width=None if sys.stdout.isatty() else STATUS_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -76,7 +77,7 @@ def _root(
         help="Print the version and exit.")] = False,
 ) -> None:
     """Self-healing, versioned schema caches: registry API, nodes and client."""
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
 
 _T = TypeVar("_T")
 
