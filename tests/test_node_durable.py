@@ -19,6 +19,7 @@ import pytest
 from factories import group, measure
 from schemacache import open_registry
 from schemacache.node import RetryPolicy
+from schemacache.node.dirlock import StateDirInUseError
 from schemacache.registry import Registry
 from test_node_core import DEADLINE, RecordingHandler, new_node, registry_digest, until
 
@@ -116,6 +117,24 @@ async def test_corrupt_state_is_moved_aside(reg: Registry, tmp_path: Path,
     assert len(aside) == 1
 
 
+async def test_one_node_per_state_directory(reg: Registry, tmp_path: Path) -> None:
+    await reg.put(group("g"))
+    async with new_node(reg, tmp_path, name="first") as first:
+        await first.ready(DEADLINE)
+        second = new_node(reg, tmp_path, name="second")
+        with pytest.raises(StateDirInUseError) as refused:
+            await second.start()
+        assert refused.value.directory == tmp_path / "state"
+        assert refused.value.holder == str(os.getpid())
+        assert "each node needs a state directory of its own" in str(refused.value)
+        await second.stop()  # harmless after a failed start
+        assert first.status()["state"] == "ready", "the running node is untouched"
+    # Once the first node stopped, the directory is free again.
+    async with new_node(reg, tmp_path, name="third") as third:
+        await third.ready(DEADLINE)
+        assert third.cache.get("group/g") is not None
+
+
 async def test_compaction_while_down_repairs_and_deletes(reg: Registry, tmp_path: Path) -> None:
     await reg.put(group("g"))
     for i in range(6):
@@ -177,6 +196,16 @@ async def test_node_subprocess_serves_admin_and_stops_on_sigterm(
             assert "schemacache_applied_revision" in (await client.get("/metrics")).text
             nodes = await reg.list_nodes()
             assert [(n.name, n.admin_url) for n in nodes] == [("sub1", url)]
+        # A second node on the same state directory is refused, naming the holder.
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "schemacache.node", "--registry",
+             f"sqlite:///{tmp_path / 'registry.db'}", "--state-dir", str(tmp_path / "state"),
+             "--name", "sub2"],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert f"is in use by process {proc.pid}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), 15) == 0
         assert await reg.list_nodes() == []

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from ..errors import SchemaCacheError
 from .config import NodeConfig
 from .runner import configure_logging, run_node
 
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_node(config))
     except KeyboardInterrupt:
         return 130
+    except (SchemaCacheError, OSError) as exc:  # errors a user can act on: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -186,6 +186,15 @@ class Node:
         if self._started:
             return
         self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            # A node that failed to start (its state directory in use, say)
+            # lets go of what it took; it cannot be started again.
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.alerter.start()
         self._store = StateStore(self.state_dir)
         # The collector stays off from decoding the file to freezing what it

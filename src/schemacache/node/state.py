@@ -29,6 +29,7 @@ import pydantic_core
 from .._gc import gc_paused
 from .._sqlite import enable_wal
 from ..model import Resource
+from .dirlock import DirLock
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class StateStore:
                  flush_interval: float = FLUSH_INTERVAL, flush_batch: int = FLUSH_BATCH):
         self.dir = Path(state_dir)
         self.path = self.dir / STATE_FILE
+        self._lock = DirLock(self.dir)
         self._flush_interval = flush_interval
         self._flush_batch = flush_batch
         self._conn: sqlite3.Connection | None = None
@@ -168,6 +170,15 @@ class StateStore:
 
     def _open_sync(self) -> LoadedState:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            return self._load_or_create()
+        except BaseException:
+            self._close_conn()
+            self._lock.release()
+            raise
+
+    def _load_or_create(self) -> LoadedState:
         moved: str | None = None
         if self.path.exists():
             try:
@@ -257,9 +268,12 @@ class StateStore:
             self._wake.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._pending():
-            await asyncio.to_thread(self._commit, *self._take())
-        await asyncio.to_thread(self._close_conn)
+        try:
+            if self._pending():
+                await asyncio.to_thread(self._commit, *self._take())
+        finally:
+            await asyncio.to_thread(self._close_conn)
+            self._lock.release()
 
     # --- buffered writes ----------------------------------------------------
 
