@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,15 @@ def test_serve_refuses_public_address_without_token(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "token" in r.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_serve_on_a_taken_address_says_so(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli("serve", "--registry", f"sqlite:///{tmp_path / 'r.db'}", "--listen",
+                    f"127.0.0.1:{port}", timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "--listen" in r.stderr and "Traceback" not in r.stderr

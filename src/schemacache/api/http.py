@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import socket
 from typing import Any
 
 import uvicorn
+
+from ..errors import SchemaCacheError
 
 STARTUP_TIMEOUT = 10.0
 """Seconds to wait for uvicorn to start serving."""
@@ -34,6 +37,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class ListenError(SchemaCacheError):
+    """The HTTP server could not bind its address.
+
+    :param url: the address asked for.
+    :param cause: the operating system's error.
+    """
+
+    def __init__(self, url: str, cause: OSError):
+        self.url = url
+        reason = cause.strerror or str(cause)
+        hint = (" (is another server running there? choose another with --listen)"
+                if cause.errno == errno.EADDRINUSE else "")
+        super().__init__(f"cannot listen on {url.removeprefix('http://')}: {reason}{hint}")
 
 
 class UvicornServer:
@@ -62,7 +80,11 @@ class UvicornServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ListenError(self.url, exc) from exc
         self.port = sock.getsockname()[1]
         self._socket = sock
         config = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off",
