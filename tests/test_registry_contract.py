@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import pytest
 
+from conftest import registry_url
 from factories import binding, group, index_rule, measure, stream, topn
 from schemacache import (
     CompactedError,
@@ -16,6 +18,7 @@ from schemacache import (
     ReferencedError,
     Registry,
     ValidationError,
+    open_registry,
 )
 from schemacache.model import Event
 
@@ -233,3 +236,29 @@ async def test_node_registration_expires_without_refresh(registry: Registry) -> 
     while any(n.name == "short" for n in await registry.list_nodes()):
         assert loop.time() < deadline, "registration did not expire"
         await asyncio.sleep(0.1)
+
+
+def test_a_registry_serves_one_event_loop_after_another(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # A script may call asyncio.run more than once with one registry object.
+    registry = open_registry(registry_url(backend, tmp_path, request))
+
+    created = 0
+
+    async def first() -> None:
+        nonlocal created
+        created = await registry.put(group("g"))
+
+    async def second() -> tuple[int, list[Event]]:
+        try:
+            rev = await registry.put(measure("g", "m"))
+            return rev, await collect(registry, created, 2)
+        finally:
+            await registry.close()
+
+    asyncio.run(first())
+    rev, events = asyncio.run(second())
+    assert rev == created + 1
+    assert [(e.key, e.revision) for e in events] == [("group/g", created),
+                                                     ("measure/g/m", rev)]

@@ -144,6 +144,7 @@ class EtcdRegistry(Registry):
         self._schema_root = (root + "schema/").encode()
         self._nodes_root = (root + "nodes/").encode()
         self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._watch_stub: Any = None
         self._connect_lock = asyncio.Lock()
         self._closed = False
@@ -154,6 +155,12 @@ class EtcdRegistry(Registry):
     async def _connect(self) -> Any:
         if self._closed:
             raise RegistryUnavailableError("registry is closed")
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._client_loop is not loop:
+            # A gRPC channel serves the event loop it was made on; that one has
+            # ended (``asyncio.run`` called again): connect afresh on this one.
+            self._client = self._watch_stub = None
+            self._connect_lock = asyncio.Lock()
         if self._client is not None:
             return self._client
         async with self._connect_lock:
@@ -172,6 +179,7 @@ class EtcdRegistry(Registry):
                     raise RegistryUnavailableError(f"etcd {self.url}: {exc}") from exc
                 self._watch_stub = rpc.WatchStub(client.channel)
                 self._client = client
+                self._client_loop = loop
         return self._client
 
     def _metadata(self, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
