@@ -3,7 +3,7 @@
 Server side: ``serve`` (registry HTTP API), ``node`` (one node), ``up`` (a
 local cluster), ``demo`` (the scripted fault scenario).  Client side, against
 ``--server`` (env ``SCHEMACACHE_SERVER``, token ``SCHEMACACHE_TOKEN``):
-``apply``, ``get``, ``delete``, ``status``, ``digest``.
+``apply``, ``get``, ``export``, ``delete``, ``status``, ``digest``.
 
 Exit codes: 0 ok, 1 error (one line on stderr), 2 usage, 3 timeout.
 """
@@ -91,6 +91,7 @@ class Output(StrEnum):
     table = "table"
     yaml = "yaml"
     json = "json"
+    banyandb = "banyandb"
 
 
 class BriefOutput(StrEnum):
@@ -287,7 +288,7 @@ def demo(
 # ---------------------------------------------------------------- client commands
 
 
-def _read_manifests(files: list[str]) -> list[Resource]:
+def _read_manifests(files: list[str], kind: str | None = None) -> list[Resource]:
     texts: list[str | Path] = []
     for f in files:
         if f == "-":
@@ -303,7 +304,7 @@ def _read_manifests(files: list[str]) -> list[Resource]:
 
     for source in texts:
         try:
-            loaded = load_resources(source)
+            loaded = load_resources(source, kind=kind)
         except ValidationError as exc:
             raise fail(f"invalid manifest: {exc}") from None
         for r in loaded:
@@ -319,6 +320,8 @@ def _read_manifests(files: list[str]) -> list[Resource]:
 def apply(
     file: Annotated[list[str], typer.Option("--filename", "-f",
                                             help="manifest file, directory, or - for stdin")],
+    kind: Annotated[str | None, typer.Option(
+        help="kind of documents that name none (BanyanDB documents: group, measure, …)")] = None,
     wait: Annotated[bool, typer.Option(help="wait until every live node applied it")] = False,
     timeout: Annotated[float, typer.Option(min=0, help="seconds --wait waits")] = (
         DEFAULT_WAIT_TIMEOUT),
@@ -330,7 +333,16 @@ def apply(
     With --wait, exits 3 when a live node has not reached the apply's revision in
     time, and 1 when a node recorded a handler failure for one of the resources.
     """
-    resources = _read_manifests(file)
+    if kind is not None:
+        from .banyandb import kind_from_name
+
+        resolved = kind_from_name(kind)
+        if resolved is None:
+            from .kinds import KINDS
+
+            raise fail(f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})", EXIT_USAGE)
+        kind = resolved
+    resources = _read_manifests(file, kind)
     code = _run(_apply(resources, wait, timeout, server, token))
     raise typer.Exit(code)
 
@@ -452,6 +464,11 @@ def _print_resources(docs: list[dict[str, Any]], output: Output, single: bool,
                      kind: str | None = None) -> None:
     if output is Output.json:
         out.print_json(json.dumps(docs[0] if single else docs))
+    elif output is Output.banyandb:
+        from .banyandb import dumps, to_document
+
+        written = [to_document(Resource.from_stored(d)) for d in docs]
+        sys.stdout.write(dumps(written[0] if single else written))
     elif output is Output.yaml:
         sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False) if docs else "")
     else:
@@ -488,6 +505,29 @@ def _age(stamp: Any) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+@app.command()
+@_command
+def export(
+    directory: Annotated[Path, typer.Argument(help="target directory (created if missing)")],
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Write the whole registry as BanyanDB documents, one file per object.
+
+    The layout is BanyanDB's: groups/<name>.json, measures/<group>/<name>.json,
+    index_rules/…, one folder per kind; `apply -f DIR` reads it back.
+    """
+    from .banyandb import export as export_documents
+
+    async def listing() -> dict[str, Any]:
+        async with RegistryClient(server, token) as client:
+            return await client.list_resources()
+
+    docs = _run(listing())["items"]
+    written = export_documents((Resource.from_stored(d) for d in docs), directory)
+    out.print(f"exported {len(written)} resources to {directory}")
 
 
 @app.command()

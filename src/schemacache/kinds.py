@@ -9,14 +9,34 @@ no dependencies.
 
 from __future__ import annotations
 
+import builtins
+import functools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasGenerator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    WrapSerializer,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 
 from .errors import ValidationError
 
@@ -24,26 +44,146 @@ if TYPE_CHECKING:
     from .model import Metadata, Resource
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$"
-DURATION = r"^[0-9]+(ms|s|m|h|d)$"
+
+PROTO_CONTEXT = "banyandb_proto"
+"""Validation/serialisation context key: the data is (or is written as) a BanyanDB document.
+
+When set while validating, fields whose schemacache default differs from the
+proto's zero value read as the zero value when absent, as protojson does.  When
+set while serialising, enums carry their full proto names, int64 values are
+strings and zero values are left out, as BanyanDB's protojson writes them.
+"""
+
+UINT32_MAX = 2**32 - 1
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+_GO_DURATION_UNITS = ("ns", "us", "\u00b5s", "\u03bcs", "ms", "s", "m", "h", "d")
+_GO_DURATION_RE = re.compile(
+    r"^(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:" + "|".join(_GO_DURATION_UNITS) + r"))+$"
+)
+_PROTO_DURATION_RE = re.compile(r"^-?[0-9]+(?:\.[0-9]{1,9})?s$")
+_BASE64_RE = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+
+
+def _in_proto(info: Any) -> bool:
+    context = getattr(info, "context", None)
+    return bool(context and context.get(PROTO_CONTEXT))
+
+
+def _int64_as_text(value: Any, handler: SerializerFunctionWrapHandler,
+                   info: SerializationInfo) -> Any:
+    # protojson writes 64-bit integers as JSON strings.
+    return str(value) if _in_proto(info) else handler(value)
+
+
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX),
+                  WrapSerializer(_int64_as_text)]
+
+
+def _check_go_duration(value: str) -> str:
+    if value and not _GO_DURATION_RE.match(value):
+        raise ValueError(
+            f"invalid duration {value!r}: expected a Go duration such as 1m, 1h30m, 1.5h, "
+            "500ms, 100ns, 500us or 7d"
+        )
+    return value
+
+
+def _check_proto_duration(value: str) -> str:
+    if not _PROTO_DURATION_RE.match(value):
+        raise ValueError(f"invalid duration {value!r}: expected seconds such as 1.5s or 30s")
+    return value
+
+
+GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
+ProtoDuration = Annotated[str, AfterValidator(_check_proto_duration)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    """A proto message: unknown fields rejected, snake_case or lowerCamelCase names."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_enum_values=True,
+        alias_generator=AliasGenerator(validation_alias=to_camel),
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    PROTO_ZEROS: ClassVar[dict[str, Any]] = {}
+    """Fields whose schemacache default differs from the proto zero value, with that value."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_zero(cls, data: Any, info: ValidationInfo) -> Any:
+        if not cls.PROTO_ZEROS or not _in_proto(info) or not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        for name, zero in cls.PROTO_ZEROS.items():
+            if name not in data and to_camel(name) not in data:
+                filled[name] = zero
+        return filled
+
+    @model_serializer(mode="wrap")
+    def _omit_zeros(self, handler: SerializerFunctionWrapHandler,
+                    info: SerializationInfo) -> Any:
+        data = handler(self)
+        if not _in_proto(info) or not isinstance(data, dict):
+            return data
+        enums = _enum_fields(type(self))
+        return {name: value for name, value in data.items()
+                if not _is_proto_zero(getattr(self, name, None), name in enums)}
+
+
+@functools.cache
+def _enum_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name for name, field in model.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, StrEnum)
+    )
+
+
+def _is_proto_zero(value: Any, is_enum: bool) -> bool:
+    """Whether protojson leaves the value out (messages, even empty, are kept)."""
+    if is_enum:
+        return bool(value == "UNSPECIFIED")
+    if isinstance(value, bool | int | float | str | list):
+        return not value
+    return False
+
+
+# ---------------------------------------------------------------- enums
+#
+# Values are stored by their short names (``STRING``); a document may also
+# name them by full proto name (``TAG_TYPE_STRING``) or number.  Members are
+# declared in number order.
 
 
 class Catalog(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
     STREAM = "STREAM"
     MEASURE = "MEASURE"
-    TRACE = "TRACE"
     PROPERTY = "PROPERTY"
+    TRACE = "TRACE"
 
 
 class IntervalUnit(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
     HOUR = "HOUR"
     DAY = "DAY"
 
 
+class PipelineEvent(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    MERGE = "MERGE"
+    FINALIZE = "FINALIZE"
+
+
 class TagType(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
     STRING = "STRING"
     INT = "INT"
     STRING_ARRAY = "STRING_ARRAY"
@@ -53,6 +193,7 @@ class TagType(StrEnum):
 
 
 class FieldType(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
     STRING = "STRING"
     INT = "INT"
     DATA_BINARY = "DATA_BINARY"
@@ -70,6 +211,7 @@ class CompressionMethod(StrEnum):
 
 
 class IndexRuleType(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
     INVERTED = "INVERTED"
     SKIPPING = "SKIPPING"
     TREE = "TREE"
@@ -81,47 +223,189 @@ class Sort(StrEnum):
     ASC = "ASC"
 
 
+class BinaryOp(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    EQ = "EQ"
+    NE = "NE"
+    LT = "LT"
+    GT = "GT"
+    LE = "LE"
+    GE = "GE"
+    HAVING = "HAVING"
+    NOT_HAVING = "NOT_HAVING"
+    IN = "IN"
+    NOT_IN = "NOT_IN"
+    MATCH = "MATCH"
+
+
+class MatchOperator(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    AND = "AND"
+    OR = "OR"
+
+
+class LogicalOp(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    AND = "AND"
+    OR = "OR"
+
+
+@dataclass(frozen=True)
+class ProtoEnum:
+    """How one enum is spelled in BanyanDB's protos.
+
+    :param proto_name: the enum's name in the proto (``IntervalRule.Unit``).
+    :param prefix: what the full value names add before the short name (``UNIT_``).
+    """
+
+    proto_name: str
+    prefix: str
+
+
+PROTO_ENUMS: dict[type[StrEnum], ProtoEnum] = {
+    Catalog: ProtoEnum("Catalog", "CATALOG_"),
+    IntervalUnit: ProtoEnum("IntervalRule.Unit", "UNIT_"),
+    PipelineEvent: ProtoEnum("PipelineEvent", "PIPELINE_EVENT_"),
+    TagType: ProtoEnum("TagType", "TAG_TYPE_"),
+    FieldType: ProtoEnum("FieldType", "FIELD_TYPE_"),
+    EncodingMethod: ProtoEnum("EncodingMethod", "ENCODING_METHOD_"),
+    CompressionMethod: ProtoEnum("CompressionMethod", "COMPRESSION_METHOD_"),
+    IndexRuleType: ProtoEnum("IndexRule.Type", "TYPE_"),
+    Sort: ProtoEnum("Sort", "SORT_"),
+    BinaryOp: ProtoEnum("Condition.BinaryOp", "BINARY_OP_"),
+    MatchOperator: ProtoEnum("Condition.MatchOption.Operator", "OPERATOR_"),
+    LogicalOp: ProtoEnum("LogicalExpression.LogicalOp", "LOGICAL_OP_"),
+}
+"""Every enum of the schema protos, by the class that models it."""
+
+
+def _proto_enum(enum: type[StrEnum], *, specified: bool = False) -> Any:
+    """The annotated type of a field holding ``enum``, read and written as protojson does.
+
+    :param enum: the enum class (members in proto number order).
+    :param specified: reject the ``UNSPECIFIED`` zero value, as BanyanDB does at
+        create time for this field (default ``False``).
+    """
+    prefix = PROTO_ENUMS[enum].prefix
+    members = [m.value for m in enum]
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 <= value < len(members):
+                return members[value]
+            raise ValueError(f"no {PROTO_ENUMS[enum].proto_name} value is numbered {value}")
+        if isinstance(value, str) and value.startswith(prefix) and value[len(prefix):] in members:
+            return value[len(prefix):]
+        return value
+
+    def check(value: Any) -> Any:
+        if specified and value == "UNSPECIFIED":
+            raise ValueError(f"{prefix}UNSPECIFIED is not allowed here: name a value")
+        return value
+
+    def write(value: Any, handler: SerializerFunctionWrapHandler,
+              info: SerializationInfo) -> Any:
+        return f"{prefix}{value}" if _in_proto(info) else handler(value)
+
+    return Annotated[enum, BeforeValidator(parse), AfterValidator(check), WrapSerializer(write)]
+
+
 # ---------------------------------------------------------------- group
 
 
 class IntervalRule(_Strict):
-    unit: IntervalUnit
-    num: int = Field(gt=0)
+    unit: _proto_enum(IntervalUnit, specified=True)  # type: ignore[valid-type]
+    num: UInt32 = Field(gt=0)
 
 
 class LifecycleStage(_Strict):
     name: str = Field(pattern=NAME)
-    shard_num: int = Field(gt=0)
+    shard_num: UInt32 = Field(gt=0)
     segment_interval: IntervalRule
     ttl: IntervalRule
     node_selector: str = ""
     close: bool = False
+    replicas: UInt32 = 0
 
 
 class ResourceOpts(_Strict):
-    shard_num: int = Field(gt=0)
+    shard_num: UInt32 = Field(gt=0)
     segment_interval: IntervalRule | None = None
     ttl: IntervalRule | None = None
-    replicas: int = Field(default=0, ge=0)
     stages: list[LifecycleStage] = Field(default_factory=list)
+    default_stages: list[str] = Field(default_factory=list)
+    replicas: UInt32 = 0
 
     @model_validator(mode="after")
     def _unique_stages(self) -> ResourceOpts:
         _unique((s.name for s in self.stages), "stages", "stage")
+        _unique(self.default_stages, "default_stages", "stage")
+        names = {s.name for s in self.stages}
+        for i, name in enumerate(self.default_stages):
+            if name not in names:
+                raise _field_error(f"default_stages[{i}]", f"stage {name!r} is not in stages")
         return self
 
 
+class SamplerPlugin(_Strict):
+    path: str = ""
+    symbol: str = ""
+    abi_version: UInt32 = 0
+    config: dict[str, Any] | None = None
+
+
+class Plugin(_Strict):
+    name: str = ""
+    sampler: SamplerPlugin | None = None
+
+
+class StageRule(_Strict):
+    stage: str = ""
+    plugins: list[Plugin] = Field(default_factory=list)
+
+
+class TracePipelineConfig(_Strict):
+    enabled: bool = False
+    plugins: list[Plugin] = Field(default_factory=list)
+    merge_grace: ProtoDuration | None = None
+    finalize_grace: ProtoDuration | None = None
+    stages: list[StageRule] = Field(default_factory=list)
+    schema_names: list[str] = Field(default_factory=list)
+    schema_name_regex: str = ""
+    enabled_events: list[_proto_enum(PipelineEvent, specified=True)] = Field(  # type: ignore[valid-type]
+        default_factory=list)
+
+    @field_validator("schema_name_regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
 class GroupSpec(_Strict):
-    catalog: Catalog
+    catalog: _proto_enum(Catalog, specified=True)  # type: ignore[valid-type]
     resource_opts: ResourceOpts
+    pipeline: TracePipelineConfig | None = None
 
     @model_validator(mode="after")
-    def _intervals_for_data(self) -> GroupSpec:
-        if self.catalog != Catalog.PROPERTY:
-            if self.resource_opts.segment_interval is None:
+    def _catalog_options(self) -> GroupSpec:
+        opts = self.resource_opts
+        if self.catalog == Catalog.PROPERTY:
+            # BanyanDB keeps properties forever, in no segment.
+            for name in ("segment_interval", "ttl"):
+                if getattr(opts, name) is not None:
+                    raise _field_error(f"resource_opts.{name}",
+                                       "must not be set for a PROPERTY group")
+        else:
+            if opts.segment_interval is None:
                 raise _field_error("resource_opts.segment_interval", "required for this catalog")
-            if self.resource_opts.ttl is None:
+            if opts.ttl is None:
                 raise _field_error("resource_opts.ttl", "required for this catalog")
+        if self.pipeline is not None and self.catalog != Catalog.TRACE:
+            raise _field_error("pipeline", "only a TRACE group has a trace pipeline")
         return self
 
 
@@ -130,7 +414,11 @@ class GroupSpec(_Strict):
 
 class TagSpec(_Strict):
     name: str = Field(pattern=NAME)
-    type: TagType
+    type: _proto_enum(TagType, specified=True)  # type: ignore[valid-type]
+
+
+class TraceTagSpec(TagSpec):
+    """A tag of a trace (same fields as :class:`TagSpec`)."""
 
 
 class TagFamilySpec(_Strict):
@@ -147,12 +435,19 @@ class ShardingKey(_Strict):
 
 
 class FieldSpec(_Strict):
+    """A measure field.
+
+    A manifest that leaves ``compression_method`` out gets ``ZSTD``; a BanyanDB
+    document that leaves it out means ``UNSPECIFIED``, which BanyanDB rejects.
+    """
+
+    PROTO_ZEROS: ClassVar[dict[str, Any]] = {"compression_method": "UNSPECIFIED"}
+
     name: str = Field(pattern=NAME)
-    field_type: FieldType
-    encoding_method: EncodingMethod = EncodingMethod.UNSPECIFIED
-    compression_method: CompressionMethod = CompressionMethod.UNSPECIFIED
-
-
+    field_type: _proto_enum(FieldType, specified=True)  # type: ignore[valid-type]
+    encoding_method: _proto_enum(EncodingMethod) = EncodingMethod.UNSPECIFIED  # type: ignore[valid-type]
+    compression_method: _proto_enum(  # type: ignore[valid-type]
+        CompressionMethod, specified=True) = CompressionMethod.ZSTD
 def _declared_tags(families: list[TagFamilySpec]) -> set[str]:
     names: list[str] = []
     _unique((f.name for f in families), "tag_families", "tag family")
@@ -184,12 +479,14 @@ class MeasureSpec(_Strict):
     tag_families: list[TagFamilySpec] = Field(min_length=1)
     fields: list[FieldSpec] = Field(default_factory=list)
     entity: Entity
-    interval: str = Field(default="", pattern=r"^$|" + DURATION)
+    interval: GoDuration = ""
     index_mode: bool = False
     sharding_key: ShardingKey | None = None
 
     @model_validator(mode="after")
     def _names_declared(self) -> MeasureSpec:
+        if self.index_mode and self.fields:
+            raise _field_error("fields", "a measure in index mode has no fields")
         declared = _declared_tags(self.tag_families)
         _check_declared(self.entity.tag_names, declared, "entity.tag_names")
         if self.sharding_key is not None:
@@ -202,7 +499,7 @@ class MeasureSpec(_Strict):
 
 
 class TraceSpec(_Strict):
-    tags: list[TagSpec] = Field(min_length=1)
+    tags: list[TraceTagSpec] = Field(min_length=1)
     trace_id_tag_name: str
     timestamp_tag_name: str
     span_id_tag_name: str
@@ -222,7 +519,7 @@ class TraceSpec(_Strict):
 
 class IndexRuleSpec(_Strict):
     tags: list[str] = Field(min_length=1)
-    type: IndexRuleType
+    type: _proto_enum(IndexRuleType, specified=True)  # type: ignore[valid-type]
     analyzer: Literal["", "keyword", "standard", "simple", "url"] = ""
     no_sort: bool = False
 
@@ -233,8 +530,16 @@ class IndexRuleSpec(_Strict):
 
 
 class Subject(_Strict):
-    catalog: Literal["STREAM", "MEASURE", "TRACE"]
+    catalog: _proto_enum(Catalog, specified=True)  # type: ignore[valid-type]
     name: str = Field(pattern=NAME)
+
+    @field_validator("catalog")
+    @classmethod
+    def _indexed_catalog(cls, catalog: str) -> str:
+        if catalog not in (Catalog.STREAM, Catalog.MEASURE, Catalog.TRACE):
+            raise ValueError(f"an index rule binding's subject is a STREAM, MEASURE or TRACE, "
+                             f"not {catalog}")
+        return catalog
 
 
 class IndexRuleBindingSpec(_Strict):
@@ -259,18 +564,146 @@ class IndexRuleBindingSpec(_Strict):
         return self
 
 
-class MeasureRef(_Strict):
+class ProtoMetadata(_Strict):
+    """``common.v1.Metadata`` as a document writes it (identity of a BanyanDB object)."""
+
+    group: str = ""
+    name: str = ""
+    id: UInt32 = 0
+    create_revision: Int64 = 0
+    mod_revision: Int64 = 0
+
+
+class MeasureRef(ProtoMetadata):
+    """The source measure of a top-N: a full ``Metadata`` naming a measure."""
+
     group: str = Field(pattern=NAME)
     name: str = Field(pattern=NAME)
 
 
+# ---------------------------------------------------------------- top-N criteria (model.v1)
+
+
+class Str(_Strict):
+    value: str = ""
+
+
+class StrArray(_Strict):
+    value: list[str] = Field(default_factory=list)
+
+
+class Int(_Strict):
+    value: Int64 = 0
+
+
+class IntArray(_Strict):
+    value: list[Int64] = Field(default_factory=list)
+
+
+NULL_VALUE = "NULL_VALUE"
+
+
+class TagValue(_Strict):
+    """One value compared by a condition: exactly one member is set."""
+
+    null: Literal["NULL_VALUE"] | None = None
+    str: Str | None = None
+    str_array: StrArray | None = None
+    int: Int | None = None
+    int_array: IntArray | None = None
+    binary_data: builtins.str | None = None
+    timestamp: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_set(cls, data: Any) -> Any:
+        # protojson writes the NullValue member as JSON null: present, not absent.
+        if isinstance(data, dict) and "null" in data and data["null"] in (None, 0, NULL_VALUE):
+            return {**data, "null": NULL_VALUE}
+        return data
+
+    @field_validator("binary_data")
+    @classmethod
+    def _base64(cls, value: builtins.str | None) -> builtins.str | None:
+        if value is not None and not _BASE64_RE.match(value):
+            raise ValueError("expected base64 text")
+        return value
+
+    @field_serializer("null")
+    def _write_null(self, value: builtins.str | None, info: SerializationInfo) -> Any:
+        return None if _in_proto(info) else value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TagValue:
+        _one_of(self, ("null", "str", "str_array", "int", "int_array", "binary_data",
+                       "timestamp"), required=True)
+        return self
+
+
+class MatchOption(_Strict):
+    analyzer: str = ""
+    operator: _proto_enum(MatchOperator) = MatchOperator.UNSPECIFIED  # type: ignore[valid-type]
+
+
+class Condition(_Strict):
+    name: str = ""
+    op: _proto_enum(BinaryOp) = BinaryOp.UNSPECIFIED  # type: ignore[valid-type]
+    value: TagValue | None = None
+    match_option: MatchOption | None = None
+
+
+class LogicalExpression(_Strict):
+    op: _proto_enum(LogicalOp) = LogicalOp.UNSPECIFIED  # type: ignore[valid-type]
+    left: Criteria | None = None
+    right: Criteria | None = None
+
+
+class Criteria(_Strict):
+    """A filter: a logical expression (``le``) or one condition, not both."""
+
+    le: LogicalExpression | None = None
+    condition: Condition | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Criteria:
+        _one_of(self, ("le", "condition"))
+        return self
+
+
+class QueryOrder(_Strict):
+    index_rule_name: str = ""
+    sort: _proto_enum(Sort) = Sort.UNSPECIFIED  # type: ignore[valid-type]
+
+
+def _one_of(model: BaseModel, members: tuple[str, ...], required: bool = False) -> None:
+    chosen = [name for name in members if getattr(model, name) is not None]
+    if len(chosen) > 1:
+        raise _field_error(chosen[1], f"only one of {', '.join(members)} may be set "
+                                      f"({chosen[0]} is set)")
+    if required and not chosen:
+        raise _field_error(members[0], f"one of {', '.join(members)} is required")
+
+
+LogicalExpression.model_rebuild()
+
+
 class TopNAggregationSpec(_Strict):
+    """A top-N aggregation.
+
+    A manifest that leaves ``counters_number`` or ``lru_size`` out gets 1000
+    and 10; a BanyanDB document that leaves them out means 0, as in the proto
+    (BanyanDB rejects ``counters_number`` 0; ``lru_size`` 0 is its default).
+    """
+
+    PROTO_ZEROS: ClassVar[dict[str, Any]] = {"counters_number": 0, "lru_size": 0}
+
     source_measure: MeasureRef
     field_name: str = Field(pattern=NAME)
-    field_value_sort: Sort = Sort.UNSPECIFIED
+    field_value_sort: _proto_enum(Sort) = Sort.UNSPECIFIED  # type: ignore[valid-type]
     group_by_tag_names: list[str] = Field(default_factory=list)
-    counters_number: int = Field(default=1000, gt=0)
-    lru_size: int = Field(default=10, gt=0)
+    criteria: Criteria | None = None
+    counters_number: Int32 = Field(default=1000, gt=0)
+    lru_size: Int32 = Field(default=10, ge=0)
 
     @model_validator(mode="after")
     def _unique_group_by(self) -> TopNAggregationSpec:
@@ -433,12 +866,15 @@ def delete_order(resources: Iterable[Resource]) -> list[Resource]:
 
 # ---------------------------------------------------------------- validation
 
-_NAME_RE = __import__("re").compile(NAME)
+_NAME_RE = re.compile(NAME)
 
 
-def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any]) -> dict[str, Any]:
+def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any],
+                  proto: bool = False) -> dict[str, Any]:
     """Validate ``spec`` for ``kind`` and return it normalised.
 
+    :param proto: the spec comes from a BanyanDB document: a field left out
+        means the proto's zero value (default ``False``: schemacache's defaults).
     Raises :class:`ValidationError` naming the field path (``spec.…``).
     """
     info = kind_info(kind)
@@ -451,7 +887,7 @@ def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any]) -> dict[s
     if info.spec_model is None:
         return spec
     try:
-        model = info.spec_model.model_validate(spec)
+        model = info.spec_model.model_validate(spec, context={PROTO_CONTEXT: proto})
     except pydantic.ValidationError as exc:
         raise from_pydantic(exc, prefix="spec") from None
     except _FieldError as exc:
@@ -495,7 +931,9 @@ def format_loc(loc: Iterable[str | int], prefix: str = "") -> str:
 
 def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
     """The first error of a pydantic failure as a :class:`ValidationError`."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt field also makes the right one missing: name the misspelling.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
@@ -505,7 +943,9 @@ def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> Validation
         base = format_loc(loc, prefix)
         return ValidationError(inner.reason, field=f"{base}.{inner.path}" if base else inner.path)
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if err["type"] == "value_error" and inner is not None:
+        msg = str(inner)
+    elif err["type"] == "extra_forbidden":
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "field required"

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import banyandb
 from .errors import ValidationError
 from .model import Resource
 
@@ -21,19 +22,26 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def load_resources(source: str | Path) -> list[Resource]:
+def load_resources(source: str | Path, kind: str | None = None) -> list[Resource]:
     """Read and validate every resource of a manifest.
 
     :param source: a path to a file or a directory (every ``*.yaml``, ``*.yml``
         and ``*.json`` in it, sorted), or the manifest text itself.
+    :param kind: the kind of documents that name none (default ``None``); a
+        document naming another kind is refused.  Without it, a BanyanDB document
+        takes its kind from its folder (``measures/``, ``index_rules/``, …).
     :returns: the resources in document order.
     :raises ValidationError: naming the document (1-based), the field path and
         the reason; nothing is returned when any document is invalid.
     """
     resources: list[Resource] = []
     for origin, text in _read_sources(source):
+        folder_kind = None
+        if origin:
+            root = Path(source)
+            folder_kind = banyandb.kind_from_path(Path(origin), root if root.is_dir() else None)
         try:
-            resources.extend(parse_manifest(text))
+            resources.extend(parse_manifest(text, kind=kind, folder_kind=folder_kind))
         except ValidationError as exc:
             if origin:
                 raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
@@ -52,8 +60,14 @@ def reject_duplicates(resources: list[Resource]) -> None:
         seen[res.key] = number
 
 
-def parse_manifest(text: str | bytes) -> list[Resource]:
-    """Validate the documents of one manifest text (see :func:`load_resources`)."""
+def parse_manifest(text: str | bytes, kind: str | None = None,
+                   folder_kind: str | None = None) -> list[Resource]:
+    """Validate the documents of one manifest text (see :func:`load_resources`).
+
+    :param kind: the kind of documents that name none (default ``None``).
+    :param folder_kind: the kind the file's folder names, for BanyanDB documents
+        that name none (default ``None``).
+    """
     if len(text) > MAX_MANIFEST_BYTES:
         raise ValidationError(f"manifest too large ({len(text)} bytes > {MAX_MANIFEST_BYTES})")
     if isinstance(text, bytes):
@@ -64,7 +78,7 @@ def parse_manifest(text: str | bytes) -> list[Resource]:
     out = []
     for number, doc in enumerate(_documents(text), 1):
         try:
-            out.append(Resource.parse(doc))
+            out.append(banyandb.to_resource(doc, kind=kind, folder_kind=folder_kind))
         except ValidationError as exc:
             raise ValidationError(exc.reason, exc.field, document=number) from None
     return out
@@ -92,7 +106,8 @@ def _documents(text: str) -> list[Any]:
     for number, doc in enumerate(docs, 1):
         if not isinstance(doc, dict):
             raise ValidationError(
-                f"expected a mapping with kind, metadata and spec, got {type(doc).__name__}",
+                "expected a mapping (kind, metadata and spec, or a BanyanDB document), "
+                f"got {type(doc).__name__}",
                 document=number,
             )
     if not docs:

@@ -1,0 +1,296 @@
+"""BanyanDB's own schema documents: read them as resources, write resources as them.
+
+A BanyanDB document is the proto message itself as protojson writes it:
+``metadata`` (``group``, ``name``, ``id``, ``create_revision``,
+``mod_revision``), the message's fields, and ``updated_at``/``created_at`` at top
+level; no ``kind`` and no ``spec``.  Reading follows protojson's rules (snake_case
+or lowerCamelCase names, enum values by full name, short name or number,
+unknown fields rejected with their path); writing follows its defaults
+(snake_case names, full enum names, 64-bit integers as strings, zero values
+left out).  The kind comes from the caller: ``--kind``, a ``kind`` field, or
+the folder the file is in (see :data:`FOLDERS`).
+
+What the registry owns is read and then dropped, as BanyanDB's own registry
+overwrites it: ``create_revision``, ``mod_revision``, ``updated_at``,
+``created_at`` and ``id`` (written back as BanyanDB derives an index rule's id,
+the CRC-32 of its group and name).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import AwareDatetime, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+from . import kinds
+from .errors import ValidationError
+from .model import GROUP_KIND, Metadata, Resource
+
+FOLDERS: dict[str, str] = {
+    "group": "groups",
+    "stream": "streams",
+    "measure": "measures",
+    "trace": "traces",
+    "index_rule": "index_rules",
+    "index_rule_binding": "index_rule_bindings",
+    "topn_aggregation": "topn_aggregations",
+    "property": "properties",
+}
+"""The folder BanyanDB's test suites keep each kind's documents in, by kind."""
+
+MESSAGES: dict[str, str] = {
+    "group": "Group",
+    "stream": "Stream",
+    "measure": "Measure",
+    "trace": "Trace",
+    "index_rule": "IndexRule",
+    "index_rule_binding": "IndexRuleBinding",
+    "topn_aggregation": "TopNAggregation",
+    "property": "Property",
+}
+"""The proto message of each kind."""
+
+ENVELOPE_FIELDS = ("metadata", "updated_at", "created_at")
+"""Fields of every top-level message that are not part of the resource's spec."""
+
+ID_KINDS = frozenset({"index_rule"})
+"""Kinds whose documents carry a ``metadata.id`` (BanyanDB refuses an index rule without)."""
+
+MANIFEST_KEYS = frozenset({"kind", "metadata", "spec"})
+
+_TIMESTAMP = TypeAdapter(AwareDatetime)
+
+
+def _squash(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+_KIND_NAMES: dict[str, str] = {}
+for _kind, _folder in FOLDERS.items():
+    for _alias in (_kind, _folder, MESSAGES[_kind]):
+        _KIND_NAMES[_squash(_alias)] = _kind
+
+
+def kind_from_name(name: str) -> str | None:
+    """The kind a name stands for: ``measure``, ``measures``, ``Measure``, ``index-rules``, …
+
+    :param name: a kind, a BanyanDB folder name or a proto message name.
+    :returns: the kind, or ``None`` when the name is none of these (generic kinds
+        registered with :func:`schemacache.kinds.register_kind` map to themselves).
+    """
+    if name in kinds.KINDS:
+        return name
+    return _KIND_NAMES.get(_squash(name))
+
+
+def kind_from_path(path: Path, root: Path | None = None) -> str | None:
+    """The kind a file's folder names: the top-most folder named after a kind.
+
+    :param path: the file.
+    :param root: the directory the file was found in (default ``None``: only the
+        file's own folder counts).  Folders between ``root`` and the file count
+        from the top, so ``measures/<group>/<name>.json`` is a measure even in a
+        group named ``streams``.
+    """
+    candidates: list[str] = [path.stem]
+    if root is None:
+        candidates.insert(0, path.parent.name)
+    else:
+        candidates[:0] = [root.name, *path.relative_to(root).parts[:-1]]
+    for name in candidates:
+        kind = kind_from_name(name)
+        if kind is not None:
+            return kind
+    return None
+
+
+def is_manifest(doc: dict[str, Any]) -> bool:
+    """Whether a document is a schemacache manifest (``kind``/``metadata``/``spec``)."""
+    return "spec" in doc or set(doc) <= MANIFEST_KEYS
+
+
+def to_resource(doc: dict[str, Any], kind: str | None = None,
+                folder_kind: str | None = None) -> Resource:
+    """Validate one document, a schemacache manifest or a BanyanDB message, as a resource.
+
+    :param doc: the parsed document.
+    :param kind: the kind the caller names (``--kind``; default ``None``); a
+        document's own ``kind`` must agree with it.
+    :param folder_kind: the kind the file's folder names (default ``None``); used
+        when neither ``kind`` nor the document names one.
+    :raises ValidationError: naming the field path.
+    """
+    named = doc.get("kind")
+    if named is not None and not isinstance(named, str):
+        raise ValidationError("expected a kind name", field="kind")
+    if is_manifest(doc):
+        if kind is not None and named is not None and named != kind:
+            raise ValidationError(f"the document is a {named}, not a {kind}", field="kind")
+        if named is None and (kind or folder_kind):
+            doc = {**doc, "kind": kind or folder_kind}
+        return Resource.parse(doc)
+    resolved = _document_kind(named, kind, folder_kind)
+    body = {k: v for k, v in doc.items() if k != "kind"}
+    return from_document(body, resolved)
+
+
+def _document_kind(named: str | None, kind: str | None, folder_kind: str | None) -> str:
+    own = None
+    if named is not None:
+        own = kind_from_name(named)
+        if own is None:
+            kinds.kind_info(named)  # raises, naming the known kinds
+    if kind is not None and own is not None and own != kind:
+        raise ValidationError(f"the document is a {own}, not a {kind}", field="kind")
+    resolved = kind or own or folder_kind
+    if resolved is None:
+        raise ValidationError(
+            "a BanyanDB document needs a kind: pass --kind, add a kind field, or keep the file "
+            f"in a folder named {', '.join(FOLDERS.values())}", field="kind")
+    return resolved
+
+
+def from_document(doc: dict[str, Any], kind: str) -> Resource:
+    """A resource from one BanyanDB document of ``kind``.
+
+    :raises ValidationError: naming the field path as the document spells it
+        (``tag_families[0].tags[1].type``, ``metadata.name``).
+    """
+    info = kinds.kind_info(kind)
+    body = dict(doc)
+    meta = _pop(body, "metadata")
+    for name in ("updated_at", "created_at"):
+        stamp = _pop(body, name)
+        if stamp is not None:
+            _check_timestamp(stamp, name)
+    metadata = _metadata(meta, grouped=info.grouped)
+    spec = _validate(kind, metadata, body)
+    return Resource(kind=kind, metadata=metadata, spec=spec)
+
+
+def _pop(body: dict[str, Any], name: str) -> Any:
+    camel = to_camel(name)
+    if name in body and camel != name and camel in body:
+        raise ValidationError("given twice (snake_case and lowerCamelCase)", field=name)
+    value = body.pop(name, None)
+    return body.pop(camel, value)
+
+
+def _check_timestamp(value: Any, field: str) -> None:
+    try:
+        _TIMESTAMP.validate_python(value)
+    except pydantic.ValidationError:
+        raise ValidationError(f"expected an RFC 3339 timestamp, got {value!r}",
+                              field=field) from None
+
+
+def _metadata(meta: Any, grouped: bool) -> Metadata:
+    if meta is None:
+        raise ValidationError("field required", field="metadata")
+    try:
+        parsed = kinds.ProtoMetadata.model_validate(meta)
+    except pydantic.ValidationError as exc:
+        raise kinds.from_pydantic(exc, prefix="metadata") from None
+    if not parsed.name:
+        raise ValidationError("field required", field="metadata.name")
+    group = parsed.group or None
+    if not grouped and group is not None:
+        raise ValidationError("a group's metadata names no group", field="metadata.group")
+    try:
+        return Metadata(group=group, name=parsed.name)
+    except pydantic.ValidationError as exc:
+        raise kinds.from_pydantic(exc, prefix="metadata") from None
+
+
+def _validate(kind: str, metadata: Metadata, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return kinds.validate_spec(kind, metadata, body, proto=True)
+    except ValidationError as exc:
+        field = exc.field
+        if field is not None and field.startswith("spec."):
+            field = field[len("spec."):]
+        raise ValidationError(exc.reason, field) from None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def to_document(resource: Resource) -> dict[str, Any]:
+    """The BanyanDB document of a resource, as BanyanDB's protojson writes it.
+
+    Metadata first, then the message's fields, then ``updated_at``; enum values by
+    full name, 64-bit integers as strings, zero values left out.
+    """
+    info = kinds.kind_info(resource.kind)
+    meta: dict[str, Any] = {}
+    if resource.metadata.group:
+        meta["group"] = resource.metadata.group
+    meta["name"] = resource.metadata.name
+    if resource.kind in ID_KINDS:
+        meta["id"] = object_id(resource)
+    if resource.metadata.create_revision:
+        meta["create_revision"] = str(resource.metadata.create_revision)
+    if resource.metadata.mod_revision:
+        meta["mod_revision"] = str(resource.metadata.mod_revision)
+    doc: dict[str, Any] = {"metadata": meta}
+    if info.spec_model is None:
+        doc.update(resource.spec)
+    else:
+        try:
+            model = info.spec_model.model_validate(resource.spec)
+        except pydantic.ValidationError as exc:
+            # Stored before a rule this version enforces: say which, do not guess.
+            err = kinds.from_pydantic(exc, prefix="spec")
+            raise ValidationError(f"{resource.key} cannot be written as a BanyanDB document: "
+                                  f"{err.reason}", err.field) from None
+        doc.update(model.model_dump(mode="json", exclude_none=True,
+                                    context={kinds.PROTO_CONTEXT: True}))
+    if resource.metadata.updated_at is not None:
+        doc["updated_at"] = TypeAdapter(AwareDatetime).dump_python(
+            resource.metadata.updated_at, mode="json")
+    return doc
+
+
+def object_id(resource: Resource) -> int:
+    """The id BanyanDB gives an object created without one: CRC-32 (IEEE) of group + name."""
+    return zlib.crc32(f"{resource.metadata.group or ''}{resource.metadata.name}".encode())
+
+
+def document_path(resource: Resource) -> Path:
+    """Where :func:`export` puts a resource: ``<folder>/[<group>/]<name>.json``."""
+    folder = FOLDERS.get(resource.kind, resource.kind)
+    if resource.kind == GROUP_KIND or not resource.metadata.group:
+        return Path(folder) / f"{resource.metadata.name}.json"
+    return Path(folder) / resource.metadata.group / f"{resource.metadata.name}.json"
+
+
+def dumps(doc: Any) -> str:
+    """A document (or a list of them) as pretty JSON text, ending with a newline."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def export(resources: Iterable[Resource], directory: str | Path) -> list[Path]:
+    """Write resources as BanyanDB documents in BanyanDB's folder layout, one file each.
+
+    :param resources: what to write (typically a whole registry listing).
+    :param directory: the target directory; created when missing.  Files of the
+        same path are replaced; nothing else in it is touched.
+    :returns: the files written, relative to ``directory``, in the order given.
+    """
+    root = Path(directory)
+    written = []
+    for resource in resources:
+        relative = document_path(resource)
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(dumps(to_document(resource)))
+        tmp.replace(target)
+        written.append(relative)
+    return written
