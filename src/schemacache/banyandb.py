@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import AwareDatetime, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 from . import kinds
@@ -55,6 +55,44 @@ MESSAGES: dict[str, str] = {
     "property": "Property",
 }
 """The proto message of each kind."""
+
+MESSAGE_MODELS: dict[str, type[BaseModel]] = {
+    "Metadata": kinds.ProtoMetadata,
+    "IntervalRule": kinds.IntervalRule,
+    "LifecycleStage": kinds.LifecycleStage,
+    "ResourceOpts": kinds.ResourceOpts,
+    "SamplerPlugin": kinds.SamplerPlugin,
+    "Plugin": kinds.Plugin,
+    "StageRule": kinds.StageRule,
+    "TracePipelineConfig": kinds.TracePipelineConfig,
+    "Group": kinds.GroupSpec,
+    "TagFamilySpec": kinds.TagFamilySpec,
+    "TagSpec": kinds.TagSpec,
+    "Stream": kinds.StreamSpec,
+    "Entity": kinds.Entity,
+    "ShardingKey": kinds.ShardingKey,
+    "FieldSpec": kinds.FieldSpec,
+    "Measure": kinds.MeasureSpec,
+    "TopNAggregation": kinds.TopNAggregationSpec,
+    "IndexRule": kinds.IndexRuleSpec,
+    "Subject": kinds.Subject,
+    "IndexRuleBinding": kinds.IndexRuleBindingSpec,
+    "Property": kinds.PropertySpec,
+    "TraceTagSpec": kinds.TraceTagSpec,
+    "Trace": kinds.TraceSpec,
+    "Condition.MatchOption": kinds.MatchOption,
+    "Condition": kinds.Condition,
+    "Criteria": kinds.Criteria,
+    "LogicalExpression": kinds.LogicalExpression,
+    "QueryOrder": kinds.QueryOrder,
+    "TagValue": kinds.TagValue,
+    "Str": kinds.Str,
+    "StrArray": kinds.StrArray,
+    "Int": kinds.Int,
+    "IntArray": kinds.IntArray,
+}
+"""The model of each proto message (a kind's message: its spec model; the
+:data:`ENVELOPE_FIELDS` are handled here, outside the spec)."""
 
 ENVELOPE_FIELDS = ("metadata", "updated_at", "created_at")
 """Fields of every top-level message that are not part of the resource's spec."""

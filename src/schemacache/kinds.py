@@ -36,7 +36,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from .errors import ValidationError
 
@@ -116,6 +116,9 @@ class _Strict(BaseModel):
     PROTO_ZEROS: ClassVar[dict[str, Any]] = {}
     """Fields whose schemacache default differs from the proto zero value, with that value."""
 
+    ONE_OF: ClassVar[tuple[str, ...]] = ()
+    """Members of the message's one-of group: written when set, even to a zero value."""
+
     @model_validator(mode="before")
     @classmethod
     def _absent_is_zero(cls, data: Any, info: ValidationInfo) -> Any:
@@ -135,7 +138,8 @@ class _Strict(BaseModel):
             return data
         enums = _enum_fields(type(self))
         return {name: value for name, value in data.items()
-                if not _is_proto_zero(getattr(self, name, None), name in enums)}
+                if name in self.ONE_OF
+                or not _is_proto_zero(getattr(self, name, None), name in enums)}
 
 
 @functools.cache
@@ -355,6 +359,8 @@ class SamplerPlugin(_Strict):
 
 
 class Plugin(_Strict):
+    ONE_OF: ClassVar[tuple[str, ...]] = ("sampler",)
+
     name: str = ""
     sampler: SamplerPlugin | None = None
 
@@ -372,7 +378,7 @@ class TracePipelineConfig(_Strict):
     stages: list[StageRule] = Field(default_factory=list)
     schema_names: list[str] = Field(default_factory=list)
     schema_name_regex: str = ""
-    enabled_events: list[_proto_enum(PipelineEvent, specified=True)] = Field(  # type: ignore[valid-type]
+    enabled_events: list[_proto_enum(PipelineEvent)] = Field(  # type: ignore[valid-type]
         default_factory=list)
 
     @field_validator("schema_name_regex")
@@ -604,7 +610,10 @@ NULL_VALUE = "NULL_VALUE"
 
 
 class TagValue(_Strict):
-    """One value compared by a condition: exactly one member is set."""
+    """One value compared by a condition: at most one member is set."""
+
+    ONE_OF: ClassVar[tuple[str, ...]] = ("null", "str", "str_array", "int", "int_array",
+                                         "binary_data", "timestamp")
 
     null: Literal["NULL_VALUE"] | None = None
     str: Str | None = None
@@ -635,8 +644,7 @@ class TagValue(_Strict):
 
     @model_validator(mode="after")
     def _one_of(self) -> TagValue:
-        _one_of(self, ("null", "str", "str_array", "int", "int_array", "binary_data",
-                       "timestamp"), required=True)
+        _one_of(self, self.ONE_OF)
         return self
 
 
@@ -661,12 +669,14 @@ class LogicalExpression(_Strict):
 class Criteria(_Strict):
     """A filter: a logical expression (``le``) or one condition, not both."""
 
+    ONE_OF: ClassVar[tuple[str, ...]] = ("le", "condition")
+
     le: LogicalExpression | None = None
     condition: Condition | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> Criteria:
-        _one_of(self, ("le", "condition"))
+        _one_of(self, self.ONE_OF)
         return self
 
 
@@ -675,13 +685,11 @@ class QueryOrder(_Strict):
     sort: _proto_enum(Sort) = Sort.UNSPECIFIED  # type: ignore[valid-type]
 
 
-def _one_of(model: BaseModel, members: tuple[str, ...], required: bool = False) -> None:
+def _one_of(model: BaseModel, members: tuple[str, ...]) -> None:
     chosen = [name for name in members if getattr(model, name) is not None]
     if len(chosen) > 1:
         raise _field_error(chosen[1], f"only one of {', '.join(members)} may be set "
                                       f"({chosen[0]} is set)")
-    if required and not chosen:
-        raise _field_error(members[0], f"one of {', '.join(members)} is required")
 
 
 LogicalExpression.model_rebuild()
@@ -949,4 +957,6 @@ def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> Validation
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "field required"
+        if loc and isinstance(loc[-1], str):
+            loc[-1] = to_snake(loc[-1])  # reported by its lowerCamelCase alias
     return ValidationError(msg, field=format_loc(loc, prefix) or None)
