@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/install-promtool.sh
+	sh scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

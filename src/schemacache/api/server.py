@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -37,8 +37,10 @@ from ..errors import (
     ValidationError,
 )
 from ..manifest import parse_manifest, reject_duplicates
-from ..model import GROUP_KIND, NAME_PATTERN, Resource, digest_of, parse_key
+from ..model import GROUP_KIND, NAME_PATTERN, Resource, parse_key
 from ..registry import NodeInfo, Registry
+from .console import mount_console
+from .snapshot import MAX_PAGE_SIZE, SnapshotCache
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """Largest request body accepted, in bytes (1 MiB)."""
@@ -73,8 +75,14 @@ class WriteResult(BaseModel):
 
 
 class ResourceList(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     items: list[dict[str, Any]]
     revision: int = Field(description="registry revision of the snapshot")
+    total: int | None = Field(default=None, description=(
+        "with `limit`: resources matching the request on every page"))
+    continue_: str | None = Field(default=None, alias="continue", description=(
+        "with `limit`: pass as `continue` for the next page; absent on the last page"))
 
 
 class ApplyItem(BaseModel):
@@ -337,14 +345,17 @@ def _etag(revision: int) -> str:
 
 
 def create_registry_app(
-    registry: Registry, token: str | None = None, max_body: int = DEFAULT_MAX_BODY
+    registry: Registry, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
+    node_token: str | None = None,
 ) -> FastAPI:
-    """The registry HTTP API over ``registry``.
+    """The registry HTTP API over ``registry``, with the operator console at ``/``.
 
     :param registry: the backend; the caller opens and closes it.
     :param token: bearer token required on writes (default ``None``: writes open).
         Reads never need it.
     :param max_body: largest request body in bytes (default :data:`DEFAULT_MAX_BODY`).
+    :param node_token: the nodes' admin token, sent when the console asks a node
+        to repair (default ``None``: nodes without a token).
     """
     app = FastAPI(
         title="schemacache registry API",
@@ -366,6 +377,7 @@ def create_registry_app(
         if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
             raise ApiError(403, "forbidden", "wrong token")
 
+    snapshots = SnapshotCache(registry)
     _install_error_handlers(app)
     app.add_middleware(_BodyLimit, max_body=max_body)  # type: ignore[arg-type]
 
@@ -442,21 +454,36 @@ def create_registry_app(
         return WriteResult(key=key, revision=revision)
 
     @app.get("/v1/schemas", response_model=ResourceList, responses=_errors(400, 503),
+             response_model_exclude_none=True,
              summary="List resources")
     async def list_resources(
         kind: str | None = Query(default=None, pattern=NAME_PATTERN),
         group: str | None = Query(default=None, pattern=NAME_PATTERN),
+        limit: int | None = Query(default=None, ge=1, le=MAX_PAGE_SIZE, description=(
+            "page size; with it the answer is one page in key order")),
+        continue_: str | None = Query(default=None, alias="continue", max_length=1024,
+                                      description="the `continue` of the previous page"),
     ) -> ResourceList:
         prefix = ""
         if kind is not None:
             prefix = f"{kind}/"
             if group is not None and kind != GROUP_KIND:
                 prefix = f"{kind}/{group}/"
+
+        def in_group(r: Resource) -> bool:
+            return (r.name == group if r.kind == GROUP_KIND and kind == GROUP_KIND
+                    else r.group == group)
+
+        keep = in_group if group is not None else None
+        if limit is not None or continue_ is not None:
+            snapshot = await snapshots.get()
+            page = snapshot.page(prefix, continue_, limit or MAX_PAGE_SIZE, keep)
+            return ResourceList(items=[r.to_dict() for r in page.items],
+                                revision=page.revision, total=page.total,
+                                continue_=page.next_after)
         items, revision = await registry.list(prefix)
-        if group is not None:
-            items = [r for r in items
-                     if (r.name == group if r.kind == GROUP_KIND and kind == GROUP_KIND
-                         else r.group == group)]
+        if keep is not None:
+            items = [r for r in items if keep(r)]
         return ResourceList(items=[r.to_dict() for r in items], revision=revision)
 
     @app.post(
@@ -479,8 +506,9 @@ def create_registry_app(
     @app.get("/v1/digest", response_model=DigestResult, responses=_errors(503),
              summary="Digest of the registry's schema")
     async def get_digest() -> DigestResult:
-        items, revision = await registry.list()
-        return DigestResult(digest=digest_of(items), revision=revision, count=len(items))
+        snapshot = await snapshots.get()
+        return DigestResult(digest=snapshot.digest, revision=snapshot.revision,
+                            count=len(snapshot.items))
 
     @app.get("/v1/revision", response_model=RevisionResult, responses=_errors(503),
              summary="The registry's current revision")
@@ -496,13 +524,15 @@ def create_registry_app(
     @app.get("/v1/cluster", response_model=ClusterResult, responses=_errors(503),
              summary="Every live node's status beside the registry's digest")
     async def get_cluster() -> ClusterResult:
-        items, revision = await registry.list()
+        snapshot = await snapshots.get()
         nodes = await _live_nodes(registry)
         async with httpx.AsyncClient(timeout=CLUSTER_STATUS_TIMEOUT) as client:
             entries = await asyncio.gather(
                 *(_node_status(client, n.name, n.admin_url) for n in nodes))
-        return ClusterResult(revision=revision, digest=digest_of(items), nodes=list(entries))
+        return ClusterResult(revision=snapshot.revision, digest=snapshot.digest,
+                             nodes=list(entries))
 
+    mount_console(app, registry, snapshots, require_token, node_token)
     return app
 
 
