@@ -42,5 +42,8 @@ def test_wheel_carries_examples_and_type_marker(tmp_path: Path) -> None:
     shipped = {p.name for p in (ROOT / "examples").glob("*.yaml")}
     assert shipped and {f"schemacache/examples/{n}" for n in shipped} <= names
     assert "schemacache/py.typed" in names
+    console = {p.name for p in (ROOT / "src/schemacache/api/static").iterdir()}
+    assert {"index.html", "console.js", "console.css"} <= console
+    assert {f"schemacache/api/static/{n}" for n in console} <= names, "the console ships"
     assert wheel.name.startswith(f"schemacache-{schemacache.__version__}-"), (
         "the distribution's version is the package's __version__")
