@@ -4,7 +4,9 @@ repair request forwarded to a node; a real uvicorn server over a SQLite registry
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +241,24 @@ async def test_repair_of_an_unreachable_or_refusing_node_says_so(tmp_path: Path)
             assert gone_url.removeprefix("http://") in r.json()["message"]
     finally:
         await refusing.server.stop()
+
+
+async def test_accepted_connections_send_without_delay(tmp_path: Path) -> None:
+    """Every answer on a kept-alive connection (the console polls on one) leaves at
+    once: the server's accepted sockets have TCP_NODELAY, so no answer waits
+    for the client's delayed ACK."""
+    async with _api(tmp_path) as (_, client):
+        assert (await client.get("/v1/revision")).status_code == 200
+        server_port = client.base_url.port
+        accepted = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=os.dup(int(fd)))
+                with sock:
+                    if (sock.type == socket.SOCK_STREAM and sock.family == socket.AF_INET
+                            and sock.getsockname()[1] == server_port):
+                        with contextlib.suppress(OSError):
+                            sock.getpeername()  # the accepted one, not the listener
+                            accepted.append(
+                                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        assert accepted and all(accepted), accepted
