@@ -276,8 +276,8 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
             await child.start()
             out.print(f"{name} started (pid {child.pid}, log {child.log_path})")
             children.append(child)
-        out.print(f"cluster up: {nodes} nodes; try `schemacache status --server {url}`; "
-                  "Ctrl-C stops it")
+        out.print(f"cluster up: {nodes} nodes; console at {url}/; try "
+                  f"`schemacache status --server {url}`; Ctrl-C stops it")
         sys.stdout.flush()
         supervisor = asyncio.create_task(_supervise(children, stop, out))
         try:
