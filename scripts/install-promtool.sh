@@ -11,21 +11,9 @@ if command -v promtool >/dev/null 2>&1; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-promtool: promtool not found and apt-get is unavailable;" \
-         "install Prometheus' promtool (https://prometheus.io/download/) and retry" >&2
-    exit 1
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install-promtool: need root (or sudo) to install the prometheus package" >&2
-        exit 1
-    fi
-fi
+. "$(dirname "$0")/apt-lib.sh"
+apt_prepare install-promtool \
+    "install Prometheus' promtool (https://prometheus.io/download/) and retry"
 
 POLICY=/usr/sbin/policy-rc.d
 OWN_POLICY=""
@@ -52,17 +40,7 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     WAS_RUNNING=1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-if ! apt-cache show prometheus >/dev/null 2>&1; then
-    $SUDO apt-get update -q
-fi
-if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        prometheus; then
-    # A stale package index gives 404s; refresh once and retry.
-    $SUDO apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        prometheus
-fi
+apt_install prometheus
 
 # Belt and braces: if a server got started anyway (e.g. systemd host without
 # policy-rc.d honoured), stop and disable it.
