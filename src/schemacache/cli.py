@@ -149,16 +149,21 @@ def serve(
     token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
     node_token: Annotated[str | None, typer.Option(
         envvar="SCHEMACACHE_NODE_TOKEN",
-        help="the nodes' admin token, sent with the console's repair requests")] = None,
-    node_token_file: Annotated[Path | None, typer.Option(
-        help="file holding the nodes' admin token")] = None,
+        help="bearer token of the nodes' admin APIs (sent with the console's repairs)")] = None,
 ) -> None:
     """Serve the registry HTTP API and the operator console at / (reads open; writes
     need the token when one is set)."""
     from .api.http import is_loopback, parse_listen
 
-    token = _token_option(token, token_file, "--token")
-    node_token = _token_option(node_token, node_token_file, "--node-token")
+    if token and token_file:
+        raise fail("use --token or --token-file, not both", EXIT_USAGE)
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise fail(f"cannot read token file: {exc}", EXIT_USAGE) from None
+        if not token:
+            raise fail(f"token file {token_file} is empty", EXIT_USAGE)
     try:
         host, _ = parse_listen(listen)
     except ValueError as exc:
@@ -167,21 +172,6 @@ def serve(
         raise fail(f"refusing to serve on non-loopback address {host} without a token "
                    "(pass --token or --token-file)", EXIT_USAGE)
     _run(_serve(registry, listen, token, node_token))
-
-
-def _token_option(token: str | None, token_file: Path | None, flag: str) -> str | None:
-    """The token given as ``flag`` or read from ``flag``-file (not both)."""
-    if token and token_file:
-        raise fail(f"use {flag} or {flag}-file, not both", EXIT_USAGE)
-    if token_file is None:
-        return token
-    try:
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise fail(f"cannot read token file: {exc}", EXIT_USAGE) from None
-    if not token:
-        raise fail(f"token file {token_file} is empty", EXIT_USAGE)
-    return token
 
 
 async def _serve(url: str, listen: str, token: str | None, node_token: str | None) -> None:
