@@ -174,15 +174,22 @@ async def test_kinds_and_digest_follow_every_write(tmp_path: Path) -> None:
 
 
 class _AdminStandIn:
-    """A node admin server on loopback that records the repair requests it gets."""
+    """A node admin server on loopback that records the repair requests it gets.
 
-    def __init__(self, answer: int = 202):
+    :param answer: the status it answers (default 202, accepted).
+    :param token: the bearer token it requires (default none).
+    """
+
+    def __init__(self, answer: int = 202, token: str | None = None):
         self.requests: list[dict[str, str]] = []
         app = FastAPI()
 
         @app.post("/v1/repair")
         async def repair(request: Request) -> JSONResponse:
             self.requests.append(dict(request.headers))
+            if token is not None and request.headers.get("authorization") != f"Bearer {token}":
+                return JSONResponse({"error": "unauthorized", "message": "needs the token"},
+                                    401)
             if answer >= 400:
                 return JSONResponse({"error": "unavailable", "message": "the node is stopping"},
                                     answer)
@@ -262,3 +269,19 @@ async def test_accepted_connections_send_without_delay(tmp_path: Path) -> None:
                             accepted.append(
                                 sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         assert accepted and all(accepted), accepted
+
+
+@pytest.mark.parametrize("node_token", [None, "not-the-nodes-token"])
+async def test_repair_of_a_node_wanting_another_token_says_which_option(
+        tmp_path: Path, node_token: str | None) -> None:
+    guarded = _AdminStandIn(token=NODE_TOKEN)
+    url = await guarded.server.start()
+    try:
+        async with _api(tmp_path, node_token=node_token) as (registry, client):
+            await registry.register_node("guarded", url, ttl=30)
+            r = await client.post("/v1/nodes/guarded/repair")
+            assert r.status_code == 502 and r.json()["error"] == "node_refused"
+            assert "answered 401" in r.json()["message"]
+            assert "--node-token" in r.json()["message"]
+    finally:
+        await guarded.server.stop()

@@ -106,7 +106,12 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
                            ) from None
         if response.status_code >= 400 or not isinstance(body, dict):
             message = body.get("message") if isinstance(body, dict) else None
+            hint = ""
+            if response.status_code in (401, 403):
+                hint = (" (start serve with the nodes' token: --node-token or "
+                        "SCHEMACACHE_NODE_TOKEN)" if node_token is None
+                        else " (serve's --node-token is not this node's token)")
             raise ApiError(502, "node_refused",
                            f"node {name} answered {response.status_code}: "
-                           f"{message or response.text[:200]}")
+                           f"{message or response.text[:200]}{hint}")
         return JSONResponse({"node": name, **body}, status_code=202)
