@@ -5,7 +5,8 @@ What a person sees: both node rows ready with the registry's digest; a handler
 failure on one node appearing in its row and in the failures view while the
 other node stays ready; a repair click refused without the token, then accepted
 with it, and the failure clearing as the repair heals the node; the schema
-browser paging through a kind and showing a document with its revisions.
+browser paging through a kind and showing a document with its revisions; a
+killed node shown unreachable until its registration expires.
 Screenshots land in the test's tmp dir (``SCHEMACACHE_CONSOLE_SHOTS=DIR`` copies
 them to DIR as well).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ FAILING_KEY = "measure/sw_metric/service_cpm_minute"
 SEEN_TIMEOUT_MS = 30_000
 """How long a change may take to show on the page (the page polls every 2 s)."""
 START_TIMEOUT = 60.0
+NODE_TTL = 8
+"""Seconds a killed node's registration outlives it: the page shows it unreachable."""
 
 
 class ConsoleCluster:
@@ -62,7 +66,7 @@ class ConsoleCluster:
                 "--max-attempts", "2", "--backoff-base", "0.01", "--backoff-cap", "0.05",
                 # only the console's repair click may heal the failing key in this test
                 "--repair-interval", "0", "--repair-backoff-base", "600",
-                "--repair-backoff-cap", "600", "--node-ttl", "5",
+                "--repair-backoff-cap", "600", "--node-ttl", str(NODE_TTL),
             ], cwd=self.tmp_path, env=env))
         serve.wait_for(lambda: len(self.cluster()["nodes"]) == 2, timeout=START_TIMEOUT,
                        what="two node registrations")
@@ -255,3 +259,11 @@ async def _scenario(cluster: ConsoleCluster, page: Any, tmp_path: Path, manifest
     await expect(page.locator("#mod-revision")).to_have_text(str(failed_revision))
     await expect(page.locator("#document")).to_contain_text('"touched"')
     await _shot(page, tmp_path, "console-schema.png")
+
+    # a node killed: unreachable while its registration lives, then gone
+    await page.click("nav a[data-view=cluster]")
+    cluster.procs[1].stop(signal.SIGKILL)
+    await expect(node1.locator(".state")).to_have_text("unreachable")
+    await expect(node1.locator(".error-text")).not_to_be_empty()
+    await expect(node1).to_have_count(0)
+    await expect(page.locator("#cluster-summary")).to_contain_text("1 node · 1 ready")

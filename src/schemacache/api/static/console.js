@@ -137,7 +137,7 @@ function renderCluster() {
   const inSync = nodes.filter((n) => n.same).length;
   const failing = nodes.filter((n) => n.failures.length).length;
   $("cluster-summary").textContent =
-    `${nodes.length} nodes · ${ready} ready · ${inSync} with the registry's digest · ${failing} with failures`;
+    `${nodes.length} node${nodes.length === 1 ? "" : "s"} · ${ready} ready · ${inSync} with the registry's digest · ${failing} with failures`;
 
   const filter = $("node-filter").value.trim().toLowerCase();
   const problemsOnly = $("problems-only").checked;
