@@ -1,26 +1,38 @@
 #!/bin/sh
-# Make `promtool` available for the test suite (tests/test_prometheus_rules.py).
+# Make `promtool`, `prometheus` and `prometheus-alertmanager` available for the
+# test suite (tests/test_prometheus_rules.py, tests/test_observability_real.py).
 #
-# Idempotent: exits at once when promtool is already on PATH. Otherwise installs
-# Debian's `prometheus` package (which ships promtool) without recommends and
-# without starting the Prometheus server that package contains: only the
-# promtool binary is wanted, and a stray server would hold port 9090.
+# Idempotent: exits at once when all three are already on PATH. Otherwise
+# installs Debian's `prometheus` (server and promtool) and
+# `prometheus-alertmanager` packages without recommends and without starting
+# the daemons they contain: the tests start their own on free loopback ports,
+# and stray servers would hold ports 9090 and 9093.
 set -eu
 
-if command -v promtool >/dev/null 2>&1; then
+PACKAGES="prometheus prometheus-alertmanager"
+TOOLS="promtool prometheus prometheus-alertmanager"
+
+missing() {
+    for tool in $TOOLS; do
+        command -v "$tool" >/dev/null 2>&1 || return 0
+    done
+    return 1
+}
+
+if ! missing; then
     exit 0
 fi
 
 . "$(dirname "$0")/apt-lib.sh"
 apt_prepare install-promtool \
-    "install Prometheus' promtool (https://prometheus.io/download/) and retry"
+    "install Prometheus and Alertmanager (https://prometheus.io/download/) and retry"
 
 POLICY=/usr/sbin/policy-rc.d
 OWN_POLICY=""
-# The package's postinst runs `invoke-rc.d prometheus start` on non-systemd
-# hosts (containers). A policy-rc.d answering 101 ("action forbidden") is
-# Debian's documented way to keep maintainer scripts from starting daemons;
-# install one only for the duration of this script if none exists.
+# The packages' postinst run `invoke-rc.d … start` on non-systemd hosts
+# (containers). A policy-rc.d answering 101 ("action forbidden") is Debian's
+# documented way to keep maintainer scripts from starting daemons; install one
+# only for the duration of this script if none exists.
 cleanup() {
     if [ -n "$OWN_POLICY" ]; then
         $SUDO rm -f "$POLICY"
@@ -33,27 +45,35 @@ if [ ! -e "$POLICY" ]; then
     OWN_POLICY=1
 fi
 
-# Was a server already running before we started? Then it is not ours to stop.
-PIDFILE=/run/prometheus/prometheus.pid
-WAS_RUNNING=""
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    WAS_RUNNING=1
-fi
-
-apt_install prometheus
-
-# Belt and braces: if a server got started anyway (e.g. systemd host without
-# policy-rc.d honoured), stop and disable it.
-if [ -z "$WAS_RUNNING" ]; then
-    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-    elif [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-        $SUDO /etc/init.d/prometheus stop || true
-    fi
-fi
-
-command -v promtool >/dev/null 2>&1 || {
-    echo "install-promtool: prometheus installed but promtool is not on PATH" >&2
-    exit 1
+# Was a daemon already running before we started? Then it is not ours to stop.
+running() {
+    pidfile="/run/prometheus/$1.pid"
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
+WAS_RUNNING=""
+for daemon in prometheus prometheus-alertmanager; do
+    if running "$daemon"; then
+        WAS_RUNNING="$WAS_RUNNING $daemon"
+    fi
+done
+
+# shellcheck disable=SC2086 # PACKAGES is a word list
+apt_install $PACKAGES
+
+# Belt and braces: if a daemon got started anyway (e.g. systemd host without
+# policy-rc.d honoured), stop and disable it.
+for daemon in prometheus prometheus-alertmanager; do
+    case " $WAS_RUNNING " in *" $daemon "*) continue ;; esac
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now "$daemon.service" >/dev/null 2>&1 || true
+    elif running "$daemon"; then
+        $SUDO "/etc/init.d/$daemon" stop || true
+    fi
+done
+
+if missing; then
+    echo "install-promtool: $PACKAGES installed but one of $TOOLS is not on PATH" >&2
+    exit 1
+fi
 promtool --version 2>&1 | head -n 1
+prometheus-alertmanager --version 2>&1 | head -n 1

@@ -12,7 +12,13 @@ from datetime import datetime
 
 import pytest
 
-from schemacache.observe.alerts import Alerter
+from schemacache.observe.alerts import (
+    DEFAULT_RESEND_INTERVAL,
+    ENDS_AT_RESENDS,
+    SEVERITIES,
+    Alerter,
+    is_resolved,
+)
 from schemacache.observe.metrics import NodeMetrics
 from schemacache.testing import AlertReceiver
 
@@ -64,11 +70,16 @@ async def test_payload_is_alertmanager_v2_list(receiver: AlertReceiver) -> None:
         assert isinstance(body, list) and len(body) == 1
         alert = body[0]
         assert alert["labels"] == {"alertname": "SchemaEventRetriesExhausted", "node": "n1",
-                                   "key": "measure/g/m", "severity": "critical"}
+                                   "key": "measure/g/m", "severity": "critical",
+                                   "instance": "127.0.0.1:1234"}
         assert alert["annotations"] == {"summary": "retries exhausted for measure/g/m",
                                         "last_error": "boom"}
         assert parse_ts(alert["startsAt"]).tzinfo is not None
-        assert "endsAt" not in alert
+        # Firing: endsAt several re-send intervals ahead, so Alertmanager keeps it.
+        margin = (parse_ts(alert["endsAt"]) - parse_ts(alert["startsAt"])).total_seconds()
+        assert ENDS_AT_RESENDS * DEFAULT_RESEND_INTERVAL - 5 <= margin \
+            <= ENDS_AT_RESENDS * DEFAULT_RESEND_INTERVAL + 5
+        assert not is_resolved(alert)
         assert alert["generatorURL"] == "http://127.0.0.1:1234/v1/status"
         await wait_until(lambda: sent(metrics, "SchemaEventRetriesExhausted", "ok") == 1)
         active = alerter.active()
@@ -108,7 +119,10 @@ async def test_firing_alert_is_resent_after_interval(receiver: AlertReceiver) ->
         elapsed = time.monotonic() - t0
         alerts = receiver.matching()
         assert all(a["labels"]["alertname"] == "SchemaCacheLagging" for a in alerts)
-        assert all("endsAt" not in a for a in alerts)
+        assert not receiver.matching(resolved=True)
+        # Each re-send pushes endsAt on.
+        ends = [parse_ts(a["endsAt"]) for a in alerts]
+        assert ends == sorted(ends) and ends[0] < ends[-1]
         assert len({a["startsAt"] for a in alerts}) == 1  # the same alert, not new ones
         # Re-sends are paced by the interval, not a tight loop.
         assert elapsed >= 0.35
@@ -129,7 +143,8 @@ async def test_resolve_sends_ends_at_once(receiver: AlertReceiver) -> None:
         alerts = receiver.matching("SchemaEventRetriesExhausted")
         assert len(alerts) == 2
         firing, resolved = alerts
-        assert "endsAt" not in firing
+        assert not is_resolved(firing) and is_resolved(resolved)
+        assert receiver.matching("SchemaEventRetriesExhausted", resolved=True) == [resolved]
         assert resolved["labels"] == firing["labels"]
         assert resolved["startsAt"] == firing["startsAt"]
         assert parse_ts(resolved["endsAt"]) >= parse_ts(resolved["startsAt"])
@@ -264,3 +279,44 @@ def test_rejects_bad_parameters() -> None:
     for url in ("ftp://127.0.0.1/x", "127.0.0.1:9093", "http://"):
         with pytest.raises(ValueError):
             Alerter("n1", url)
+
+
+def test_resend_interval_leaves_alertmanager_margin() -> None:
+    # Alertmanager's default resolve_timeout is 300 s; re-sends come well inside it
+    # and endsAt reaches past several re-sends.
+    assert DEFAULT_RESEND_INTERVAL * 2 <= 300
+    assert ENDS_AT_RESENDS >= 3
+
+
+async def test_severity_comes_from_the_table(receiver: AlertReceiver) -> None:
+    alerter = Alerter("n1", receiver.url)
+    await alerter.start()
+    try:
+        for name in SEVERITIES:
+            alerter.fire(name)
+        alerter.fire("SomethingElse")
+        await wait_until(lambda: len(receiver.received) == len(SEVERITIES) + 1)
+        got = {a["labels"]["alertname"]: a["labels"]["severity"] for a in receiver.received}
+        assert got == {**SEVERITIES, "SomethingElse": "warning"}
+    finally:
+        await alerter.close()
+
+
+async def test_generator_url_set_later_relabels_sent_alerts(receiver: AlertReceiver) -> None:
+    alerter = Alerter("n1", receiver.url)
+    await alerter.start()
+    try:
+        alerter.fire("SchemaRepairFailing", summary="s")
+        await wait_until(lambda: len(receiver.received) == 1)
+        alerter.generator_url = "http://127.0.0.1:4321"
+        await wait_until(lambda: len(receiver.received) == 3)
+        first, ended, again = receiver.received
+        assert "instance" not in first["labels"] and ended["labels"] == first["labels"]
+        assert is_resolved(ended, at=ended["_received_at"])
+        assert again["labels"] == {**first["labels"], "instance": "127.0.0.1:4321"}
+        assert not is_resolved(again)
+        alerter.resolve("SchemaRepairFailing")
+        await wait_until(lambda: len(receiver.matching(resolved=True)) == 2)
+        assert receiver.received[-1]["labels"]["instance"] == "127.0.0.1:4321"
+    finally:
+        await alerter.close()

@@ -28,6 +28,7 @@ from rich.table import Table
 from .client import ClientError, RegistryClient
 from .manifest import load_resources
 from .model import Resource
+from .observe.alerts import is_resolved
 from .testing import AlertReceiver, write_faults
 
 STOP_GRACE = 10.0
@@ -369,7 +370,7 @@ DEMO_ALERT = "SchemaEventRetriesExhausted"
 def _print_alert(out: Console) -> Callable[[dict[str, Any]], None]:
     def show(alert: dict[str, Any]) -> None:
         labels = alert.get("labels", {})
-        state = "RESOLVED" if alert.get("endsAt") else "FIRING"
+        state = "RESOLVED" if is_resolved(alert) else "FIRING"
         out.print(f"  [bold magenta]webhook ← {state} {labels.get('alertname')}"
                   f"[/bold magenta] node={labels.get('node')} key={labels.get('key')}"
                   f" {alert.get('annotations', {}).get('last_error', '')}")

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request, Response
 from .api.http import UvicornServer
 from .errors import PermanentError, TemporaryError
 from .model import Resource
+from .observe.alerts import is_resolved
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class AlertReceiver:
             self.posts.append(body)
             for alert in body:
                 alert["_received"] = time.monotonic()
+                alert["_received_at"] = time.time()
                 self.received.append(alert)
                 if on_alert is not None:
                     on_alert(alert)
@@ -172,7 +174,8 @@ class AlertReceiver:
     def matching(self, alertname: str | None = None,
                  resolved: bool | None = None) -> list[dict[str, Any]]:
         """Alerts received, optionally only those named ``alertname`` and only
-        resolved (``endsAt`` set) or firing ones."""
+        resolved (``endsAt`` reached when received) or firing ones."""
         return [a for a in self.received
                 if (alertname is None or a.get("labels", {}).get("alertname") == alertname)
-                and (resolved is None or bool(a.get("endsAt")) == resolved)]
+                and (resolved is None
+                     or is_resolved(a, at=a.get("_received_at")) == resolved)]

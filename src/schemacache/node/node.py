@@ -18,8 +18,9 @@ from types import TracebackType
 from typing import Any
 
 from .._gc import freeze_long_lived, gc_paused
-from ..kinds import apply_order
+from ..kinds import KINDS, apply_order
 from ..model import Resource
+from ..observe import alerts
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import NodeLease, Registry
@@ -35,17 +36,21 @@ from .config import (
     DEFAULT_WORKERS,
 )
 from .handler import Handler, HandlerCaller
-from .reconciler import Reconciler, WorkBatch
-from .repair import Repairer
+from .reconciler import ALERT_EXHAUSTED, Reconciler, WorkBatch
+from .repair import ALERT_REPAIR_FAILING, Repairer
+from .repair import OUTCOMES as REPAIR_OUTCOMES
+from .repair import REASONS as REPAIR_REASONS
 from .retry import RetryPolicy
 from .state import StateStore
-from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, Syncer
+from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, RESTART_REASONS, Syncer
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 ALERT_UNREACHABLE = "SchemaRegistryUnreachable"
 ALERT_LAGGING = "SchemaCacheLagging"
+ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING)
+"""Every alert a node sends itself."""
 LAG_ALERT_REVISIONS = 1000
 """Revision lag (registry - applied) that counts as lagging."""
 LAG_ALERT_AFTER = 120.0
@@ -81,7 +86,7 @@ class Node:
         also the first retry delay of a failed repair listing (default 5 s).
     :param repair_backoff_cap: largest such gap (default 300 s).
     :param alert_webhook: Alertmanager-compatible URL for alerts (default ``None``: log only).
-    :param alert_resend_interval: seconds between re-sends of a firing alert (default 300).
+    :param alert_resend_interval: seconds between re-sends of a firing alert (default 60).
     :param admin_url: URL of the node's admin server; when set the node registers
         itself in the registry under a lease (default ``None``: not registered).
     :param node_ttl: lease of the registration, refreshed every ttl/3 (default 10 s).
@@ -140,6 +145,10 @@ class Node:
         self.admin_url = admin_url
         self.node_ttl = node_ttl
         self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.metrics.initialise(
+            kinds=KINDS, repair_reasons=REPAIR_REASONS, repair_outcomes=REPAIR_OUTCOMES,
+            watch_restart_reasons=RESTART_REASONS, alertnames=ALERT_NAMES,
+            alert_outcomes=alerts.OUTCOMES)
         self.alerter = alerter if alerter is not None else Alerter(
             self._name, alert_webhook, resend_interval=alert_resend_interval,
             metrics=self.metrics)
@@ -346,6 +355,17 @@ class Node:
                 async with asyncio.timeout(remaining):
                     await changed.wait()
 
+    def known_registry_revision(self) -> int:
+        """The newest registry revision the node knows the schema at: what its
+        watch delivered (events and progress marks), and the probed revision
+        when the registry's revision counts schema writes only.  On etcd the
+        probe also counts node registrations and other applications' keys,
+        which are no lag, so only the watch tells."""
+        received = self._reconciler.received_revision
+        if self.registry.shared_revision:
+            return received
+        return max(self.registry_revision, received)
+
     def state(self) -> str:
         """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
         rec = self._reconciler
@@ -370,12 +390,14 @@ class Node:
                 repair["last_finished"], UTC).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z")
         applied = rec.applied_revision
+        registry_rev = self.known_registry_revision()
         return {
             "node": self._name,
             "state": self.state(),
             "applied_revision": applied,
             "received_revision": rec.received_revision,
-            "registry_revision": max(self.registry_revision, rec.received_revision),
+            "registry_revision": registry_rev,
+            "lag": max(0, registry_rev - applied),
             "cache": {"size": rec.cache.size, "digest": rec.cache.digest()},
             "failures": rec.failure_list(),
             "blocked": rec.blocked(),
@@ -457,7 +479,7 @@ class Node:
         assert self._syncer is not None
         m = self.metrics
         applied = rec.applied_revision
-        registry_rev = max(self.registry_revision, rec.received_revision)
+        registry_rev = self.known_registry_revision()
         lag = max(0, registry_rev - applied)
         m.applied_revision.set(applied)
         m.registry_revision.set(registry_rev)
@@ -469,7 +491,7 @@ class Node:
             if self._lag_since is None:
                 self._lag_since = now
             elif now - self._lag_since >= self.lag_alert_after:
-                self.alerter.fire(ALERT_LAGGING, severity="warning",
+                self.alerter.fire(ALERT_LAGGING,
                                   summary=f"applied revision {applied} lags the registry "
                                           f"({registry_rev}) by {lag} revisions")
         else:
@@ -477,7 +499,7 @@ class Node:
             self.alerter.resolve(ALERT_LAGGING)
         since = self._syncer.disconnected_since
         if since is not None and now - since >= self.unreachable_alert_after:
-            self.alerter.fire(ALERT_UNREACHABLE, severity="critical",
+            self.alerter.fire(ALERT_UNREACHABLE,
                               summary=f"registry unreachable for {now - since:.0f}s; "
                                       "serving the cached schema",
                               error=self._syncer.last_error or "")

@@ -261,6 +261,14 @@ class Reconciler:
             self.store.set_received_revision(event.revision)
         self._notify_progress()
 
+    def on_progress(self, revision: int) -> None:
+        """Take a watch progress mark: nothing under the schema changed after
+        the events received so far, up to ``revision``."""
+        if revision > self.received_revision:
+            self.received_revision = revision
+            self.store.set_received_revision(revision)
+            self._notify_progress()
+
     def _desired_changed(self, key: str, d: Desired, prio: int) -> None:
         self._desired_changed_quiet(key, d)
         if self._is_settled_applied(key, d):
@@ -514,7 +522,7 @@ class Reconciler:
             self._settle(key)
             why = "permanent error" if outcome == "permanent" else f"{att.count} attempts"
             log.warning("%s revision %d failed (%s): %s", key, revision, why, text)
-            self.alerter.fire(ALERT_EXHAUSTED, key=key, severity="warning",
+            self.alerter.fire(ALERT_EXHAUSTED, key=key,
                               summary=f"{key} revision {revision} failed after {why}",
                               error=text)
             self._request_repair("exhausted")
@@ -542,7 +550,7 @@ class Reconciler:
         log.info("%s still failing after repair attempt %d (%s); next in %.1fs", key, n,
                  record.last_error, gap)
         self._wake_waiters(key)
-        self.alerter.fire(ALERT_EXHAUSTED, key=key, severity="warning",
+        self.alerter.fire(ALERT_EXHAUSTED, key=key,
                           summary=f"{key} revision {record.revision} still failing "
                                   f"after {record.attempts} attempts",
                           error=record.last_error)

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 ALERT_REPAIR_FAILING = "SchemaRepairFailing"
 REASONS = ("exhausted", "compacted", "reset", "startup", "periodic", "manual")
+OUTCOMES = ("ok", "partial", "error")
+"""Label ``outcome`` of ``schemacache_repairs_total`` (a cancelled run is not counted)."""
 _RANK = {"periodic": 0, "exhausted": 1, "manual": 2, "compacted": 3, "startup": 4, "reset": 5}
 _SELF_RETRIED = ("exhausted", "periodic", "manual")
 """Reasons whose failed repairs this module retries (the watch loop retries the others)."""
@@ -189,7 +191,7 @@ class Repairer:
             text = f"{type(exc).__name__}: {exc}"
             self._fail_streak += 1
             log.warning("repair (%s) could not list the registry: %s", reason, text)
-            self.alerter.fire(ALERT_REPAIR_FAILING, severity="warning",
+            self.alerter.fire(ALERT_REPAIR_FAILING,
                               summary=f"repair ({reason}) cannot list the registry", error=text)
             if not run.listed.done():
                 run.listed.set_result(None)

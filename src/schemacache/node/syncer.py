@@ -3,7 +3,9 @@
 Start-up without state lists the registry (a ``startup`` repair) and watches
 from the listing's revision + 1; a restart resumes from the received revision
 + 1.  A compacted resume point or a changed registry cluster id leads to a
-repair, then the watch resumes after the listing.  Connection errors are
+repair, then the watch resumes after the listing.  Watch progress marks
+(etcd's progress notifications) advance the received revision past
+revisions that changed no schema key.  Connection errors are
 retried with backoff and jitter while the cache keeps serving.
 """
 
@@ -17,7 +19,7 @@ import random
 from .._gc import BurstPause
 from ..errors import CompactedError, RegistryUnavailableError
 from ..observe.metrics import NodeMetrics
-from ..registry import Registry
+from ..registry import Registry, WatchProgress
 from .reconciler import Reconciler
 from .repair import Repairer, RepairRun
 from .retry import backoff_bound
@@ -39,6 +41,8 @@ A registry hands a backlog over in batches, and on a busy machine the next
 batch can take tens of milliseconds to decode; ending the burst there would run
 a full collection over the whole heap in the middle of the catch-up (measured:
 0.7 s of a 3 s catch-up of 50,000 events)."""
+RESTART_REASONS = ("error", "compacted", "reset", "reconnect")
+"""Label ``reason`` of ``schemacache_watch_restarts_total``."""
 MAX_PENDING_KEYS = 10_000
 """Keys waiting at live or retry priority beyond which the watch stops reading
 (backpressure: slow handlers slow the watch instead of growing a buffer)."""
@@ -200,7 +204,10 @@ class Syncer:
         burst = BurstPause()
         ender: asyncio.Task[None] | None = None
         try:
-            async for event in self.registry.watch("", start_revision=start):
+            async for event in self.registry.watch_progress("", start_revision=start):
+                if isinstance(event, WatchProgress):
+                    rec.on_progress(event.revision)
+                    continue
                 if queue.urgent >= limit:
                     await queue.wait_urgent_below(limit)
                 if store.pending > MAX_PENDING_WRITES:

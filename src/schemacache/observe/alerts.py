@@ -4,9 +4,17 @@ An alert is identified by ``(alertname, key)``. :meth:`Alerter.fire` makes it
 firing (or refreshes its annotations), :meth:`Alerter.resolve` ends it. With a
 webhook, each state change becomes one POST of an Alertmanager v2 list::
 
-    [{"labels": {"alertname", "node", "key", "severity"},
+    [{"labels": {"alertname", "node", "key", "severity", "instance"?},
       "annotations": {"summary", "last_error"},
-      "startsAt": RFC 3339, "endsAt": RFC 3339 (resolve only), "generatorURL"?}]
+      "startsAt": RFC 3339, "endsAt": RFC 3339, "generatorURL"?}]
+
+A firing alert's ``endsAt`` lies :data:`ENDS_AT_RESENDS` re-send intervals
+ahead (as Prometheus does for its own alerts): Alertmanager keeps it firing
+across a few lost re-sends, and still ends it by itself should the node die.
+A resolved alert's ``endsAt`` is the time it resolved.  ``instance`` is the
+``host:port`` of ``generatorURL`` (the node's admin server), which is what
+Prometheus labels the node's scrape target with, so an Alertmanager
+inhibit rule can match a node's alert with the rule alert of that target.
 
 Delivery never blocks the caller: notifications go to a bounded in-memory
 queue drained by one background task (started by :meth:`Alerter.start`). Until
@@ -40,8 +48,11 @@ from .metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESEND_INTERVAL = 300.0
-"""Seconds between re-sends of a still-firing alert."""
+DEFAULT_RESEND_INTERVAL = 60.0
+"""Seconds between re-sends of a still-firing alert (well inside Alertmanager's
+default ``resolve_timeout`` of 5 minutes)."""
+ENDS_AT_RESENDS = 4
+"""A firing alert's ``endsAt`` is this many re-send intervals ahead."""
 DEFAULT_TIMEOUT = 5.0
 """Seconds one webhook POST may take."""
 DEFAULT_QUEUE_SIZE = 1000
@@ -56,11 +67,46 @@ CLOSE_GRACE = 2.0
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"
 OUTCOME_DROPPED = "dropped"
+OUTCOMES = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_DROPPED)
+"""Label ``outcome`` of ``schemacache_alerts_sent_total``."""
+
+SEVERITIES = {
+    "SchemaEventRetriesExhausted": "warning",
+    "SchemaRepairFailing": "critical",
+    "SchemaRegistryUnreachable": "critical",
+    "SchemaCacheLagging": "warning",
+}
+"""Label ``severity`` of each alert a node sends; the Prometheus rules in
+``deploy/prometheus/alerts.yml`` use the same (a test checks)."""
+DEFAULT_SEVERITY = "warning"
+"""Severity of an alert not in :data:`SEVERITIES`."""
 
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
+
+
+def is_resolved(alert: dict[str, Any], at: float | None = None) -> bool:
+    """Whether an alert as sent (a webhook payload item) has ended by ``at``.
+
+    :param at: Unix time (default: now).
+    """
+    ends = alert.get("endsAt")
+    if not ends:
+        return False
+    when = datetime.fromisoformat(str(ends)).timestamp()
+    return when <= (time.time() if at is None else at)
+
+
+def _instance(url: str | None) -> str | None:
+    """``host:port`` of a URL, as Prometheus names a target scraped there."""
+    if not url:
+        return None
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{port}"
 
 
 def _check_url(url: str) -> None:
@@ -101,7 +147,9 @@ class Alerter:
     :param retry_base: backoff before the second POST, doubling after (default
         :data:`DEFAULT_RETRY_BASE`, 0.5 s).
     :param generator_url: ``generatorURL`` of every alert, e.g. the node's admin
-        URL (default ``None``: omitted); may be set later as an attribute.
+        URL, also giving label ``instance`` (default ``None``: both omitted); may
+        be set later as an attribute: alerts already sent without it are then
+        ended and sent again under their new labels.
     """
 
     def __init__(
@@ -128,7 +176,7 @@ class Alerter:
         self.resend_interval = resend_interval
         self.metrics = metrics
         self.timeout = timeout
-        self.generator_url = generator_url
+        self._generator_url = generator_url
         self._queue_size = queue_size
         self._attempts = delivery_attempts
         self._retry_base = retry_base
@@ -142,6 +190,14 @@ class Alerter:
         self._closing = False
 
     # -- public -------------------------------------------------------------
+
+    @property
+    def generator_url(self) -> str | None:
+        return self._generator_url
+
+    @generator_url.setter
+    def generator_url(self, url: str | None) -> None:
+        self._call(self._set_generator_url, url)
 
     async def start(self) -> None:
         """Start delivering queued and future notifications in the background."""
@@ -173,7 +229,7 @@ class Alerter:
         if self._queue:
             log.warning("alerts: %d notification(s) not delivered at shutdown", len(self._queue))
 
-    def fire(self, alertname: str, *, key: str = "", severity: str = "warning",
+    def fire(self, alertname: str, *, key: str = "", severity: str | None = None,
              summary: str = "", error: str = "") -> None:
         """Make an alert firing, or refresh the annotations of a firing one.
 
@@ -182,7 +238,8 @@ class Alerter:
 
         :param alertname: e.g. ``SchemaEventRetriesExhausted``.
         :param key: the resource key concerned (default ``""``: node-wide).
-        :param severity: label ``severity`` (default ``warning``).
+        :param severity: label ``severity`` (default: the alert's entry in
+            :data:`SEVERITIES`, else :data:`DEFAULT_SEVERITY`).
         :param summary: annotation ``summary`` (default ``""``).
         :param error: annotation ``last_error`` (default ``""``).
         """
@@ -221,7 +278,9 @@ class Alerter:
         except Exception:  # an alert must never break the caller
             log.exception("alerts: could not record alert %s", args[0] if args else "?")
 
-    def _fire(self, alertname: str, key: str, severity: str, summary: str, error: str) -> None:
+    def _fire(self, alertname: str, key: str, severity: str | None, summary: str,
+              error: str) -> None:
+        severity = severity or SEVERITIES.get(alertname, DEFAULT_SEVERITY)
         now = time.monotonic()
         with self._lock:
             alert = self._firing.get((alertname, key))
@@ -252,26 +311,46 @@ class Alerter:
         log.info("alert resolved: %s node=%s key=%s", alertname, self.node, key or "-")
         self._enqueue(alertname, self._payload(alert, ends=time.time()))
 
+    def _set_generator_url(self, url: str | None) -> None:
+        old = self._generator_url
+        if url == old:
+            return
+        with self._lock:
+            sent = [a for a in self._firing.values() if a.last_sent]
+        # The label set is the alert's identity in Alertmanager: end the alerts
+        # sent under the old one, then send them under the new one.
+        for alert in sent:
+            self._enqueue(alert.alertname, self._payload(alert, ends=time.time()))
+        self._generator_url = url
+        for alert in sent:
+            self._enqueue(alert.alertname, self._payload(alert))
+
     # -- payload --------------------------------------------------------------
 
     def _labels(self, alert: _Alert) -> dict[str, str]:
-        return {"alertname": alert.alertname, "node": self.node, "key": alert.key,
-                "severity": alert.severity}
+        labels = {"alertname": alert.alertname, "node": self.node, "key": alert.key,
+                  "severity": alert.severity}
+        instance = _instance(self._generator_url)
+        if instance is not None:
+            labels["instance"] = instance
+        return labels
 
     @staticmethod
     def _annotations(alert: _Alert) -> dict[str, str]:
         return {"summary": alert.summary, "last_error": alert.error}
 
     def _payload(self, alert: _Alert, ends: float | None = None) -> dict[str, Any]:
+        """The alert as sent: firing unless ``ends`` (Unix time) is given."""
         payload: dict[str, Any] = {
             "labels": self._labels(alert),
             "annotations": self._annotations(alert),
             "startsAt": _rfc3339(alert.started),
         }
-        if ends is not None:
-            payload["endsAt"] = _rfc3339(ends)
-        if self.generator_url:
-            payload["generatorURL"] = self.generator_url
+        if ends is None:
+            ends = time.time() + ENDS_AT_RESENDS * self.resend_interval
+        payload["endsAt"] = _rfc3339(ends)
+        if self._generator_url:
+            payload["generatorURL"] = self._generator_url
         return payload
 
     # -- delivery -------------------------------------------------------------

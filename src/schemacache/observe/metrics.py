@@ -3,9 +3,15 @@
 Each :class:`NodeMetrics` owns a :class:`prometheus_client.CollectorRegistry`,
 so several nodes in one process (tests, benchmarks) never share counters.
 The names are part of the public surface (alert rules and dashboards use them).
+
+Every labelled series that can appear is created at 0 when the node starts
+(:meth:`NodeMetrics.initialise`): Prometheus' ``rate()`` and ``increase()``
+need a series' first sample *before* its first increment, or they miss it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -13,6 +19,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    30.0, 60.0)
 REPAIR_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 PREFIX = "schemacache_"
+EVENT_TYPES = ("PUT", "DELETE")
+"""Label ``type`` of ``events_received``."""
+HANDLER_OPS = ("apply", "delete")
+"""Label ``op`` of the handler metrics."""
+HANDLER_OUTCOMES = ("ok", "error", "timeout", "permanent")
+"""Label ``outcome`` of ``handler_calls``."""
 
 
 class NodeMetrics:
@@ -50,7 +62,9 @@ class NodeMetrics:
         self.applied_revision = Gauge(
             f"{p}applied_revision", "Registry revision the node has fully processed", registry=r)
         self.registry_revision = Gauge(
-            f"{p}registry_revision", "Newest registry revision the node knows of", registry=r)
+            f"{p}registry_revision",
+            "Newest registry revision the node knows the schema at (watch events and progress)",
+            registry=r)
         self.revision_lag = Gauge(
             f"{p}revision_lag", "registry_revision - applied_revision", registry=r)
         self.propagation = Histogram(
@@ -69,6 +83,46 @@ class NodeMetrics:
         self.alerts_sent = Counter(
             f"{p}alerts_sent", "Alert notifications by outcome", ["alertname", "outcome"],
             registry=r)
+
+    def initialise(
+        self,
+        *,
+        kinds: Iterable[str],
+        repair_reasons: Iterable[str],
+        repair_outcomes: Iterable[str],
+        watch_restart_reasons: Iterable[str],
+        alertnames: Iterable[str],
+        alert_outcomes: Iterable[str],
+    ) -> None:
+        """Create every labelled series that can appear, at 0.
+
+        :param kinds: the known resource kinds (label ``kind``).
+        :param repair_reasons: label ``reason`` of ``repairs``.
+        :param repair_outcomes: label ``outcome`` of ``repairs``.
+        :param watch_restart_reasons: label ``reason`` of ``watch_restarts``.
+        :param alertnames: the alerts the node can send (label ``alertname``).
+        :param alert_outcomes: label ``outcome`` of ``alerts_sent``.
+        """
+        for kind in kinds:
+            for event_type in EVENT_TYPES:
+                self.events_received.labels(kind=kind, type=event_type)
+            for op in HANDLER_OPS:
+                self.handler_duration.labels(kind=kind, op=op)
+                for outcome in HANDLER_OUTCOMES:
+                    self.handler_calls.labels(kind=kind, op=op, outcome=outcome)
+            self.retries.labels(kind=kind)
+            self.retries_exhausted.labels(kind=kind)
+            self.cache_entries.labels(kind=kind)
+        outcomes = tuple(repair_outcomes)
+        for reason in repair_reasons:
+            for outcome in outcomes:
+                self.repairs.labels(reason=reason, outcome=outcome)
+        for reason in watch_restart_reasons:
+            self.watch_restarts.labels(reason=reason)
+        sent = tuple(alert_outcomes)
+        for alertname in alertnames:
+            for outcome in sent:
+                self.alerts_sent.labels(alertname=alertname, outcome=outcome)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

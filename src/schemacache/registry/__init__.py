@@ -5,10 +5,17 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ValidationError
-from .base import DEFAULT_HISTORY, DEFAULT_NODE_TTL, NodeInfo, NodeLease, Registry
+from .base import (
+    DEFAULT_HISTORY,
+    DEFAULT_NODE_TTL,
+    NodeInfo,
+    NodeLease,
+    Registry,
+    WatchProgress,
+)
 
 __all__ = ["DEFAULT_HISTORY", "DEFAULT_NODE_TTL", "NodeInfo", "NodeLease", "Registry",
-           "open_registry"]
+           "WatchProgress", "open_registry"]
 
 
 def open_registry(url: str) -> Registry:

@@ -38,6 +38,17 @@ DEFAULT_HISTORY = 100_000
 
 
 @dataclass(frozen=True)
+class WatchProgress:
+    """A mark in a watch: every change under the watched prefix up to
+    ``revision`` has been yielded before it (nothing else changed there).
+
+    :param revision: the registry revision the watch has covered.
+    """
+
+    revision: int
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """A live node, as registered in the registry.
 
@@ -77,6 +88,10 @@ class Registry(abc.ABC):
     """
 
     url: str = ""
+    shared_revision: bool = False
+    """True when the revision counter also counts writes that are not schema
+    changes (etcd: node registrations, leases, other applications' keys), so
+    :meth:`revision` may be ahead of the schema with nothing left to receive."""
 
     # --- reads --------------------------------------------------------------
 
@@ -137,6 +152,19 @@ class Registry(abc.ABC):
         the next revision), in revision order.  Iterate it; closing the iterator
         stops the watch.  Raises :class:`CompactedError` if ``start_revision``
         was compacted."""
+
+    def watch_progress(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncIterator[Event | WatchProgress]:
+        """As :meth:`watch`, and also yields :class:`WatchProgress` marks when the
+        registry can tell that nothing under ``prefix`` changed up to a revision.
+
+        The default yields events only: on a backend whose revision counts
+        schema writes only (``shared_revision`` false) every revision is an
+        event, so there is no more to tell.  The etcd backend yields etcd's
+        watch progress notifications.
+        """
+        return self.watch(prefix, start_revision)
 
     # --- node registrations ---------------------------------------------------
 

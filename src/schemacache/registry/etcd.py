@@ -55,6 +55,7 @@ from .base import (
     NodeInfo,
     NodeLease,
     Registry,
+    WatchProgress,
     cascade_plan,
     check_group_update,
     check_references,
@@ -121,12 +122,17 @@ class _WatchBroken(Exception):
 class EtcdRegistry(Registry):
     """A registry stored in etcd.
 
+    etcd's revision is cluster-wide (``shared_revision``): node registrations,
+    their expiry and other applications' keys raise it too.
+
     :param endpoints: ``host:port`` of the cluster's members (port default
         :data:`DEFAULT_PORT`).
     :param prefix: key prefix of this registry (default :data:`DEFAULT_PREFIX`);
         several registries can share one cluster under different prefixes.
     :param timeout: seconds per call (default :data:`DEFAULT_CALL_TIMEOUT`).
     """
+
+    shared_revision = True
 
     def __init__(
         self,
@@ -446,19 +452,42 @@ class EtcdRegistry(Registry):
 
     # --- changes ----------------------------------------------------------------------
 
-    async def watch(
+    def watch(
         self, prefix: str = "", start_revision: int | None = None
     ) -> AsyncIterator[Event]:
+        return self._watch(prefix, start_revision, progress=False)  # type: ignore[return-value]
+
+    def watch_progress(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncIterator[Event | WatchProgress]:
+        """As :meth:`watch`, and also yields etcd's watch progress notifications.
+
+        The watch asks for them (``progress_notify``); etcd sends one when the
+        watcher has caught up and saw no event for its progress interval
+        (``--experimental-watch-progress-notify-interval``, default 10 min),
+        through the watcher's own channel, after every event it covers.
+        Progress requested on the stream (``WatchProgressRequest``) is not
+        used: before etcd 3.5.8 its answer can overtake pending events.
+        """
+        return self._watch(prefix, start_revision, progress=True)
+
+    async def _watch(
+        self, prefix: str, start_revision: int | None, progress: bool
+    ) -> AsyncIterator[Event | WatchProgress]:
         next_rev = await self.revision() + 1 if start_revision is None else start_revision
         start = self._skey(prefix)
         end = _prefix_end(start)
         delay = WATCH_BACKOFF_MIN
         while not self._closed:
             try:
-                async for events in self._watch_stream(start, end, next_rev):
-                    for event in events:
+                async for item in self._watch_stream(start, end, next_rev, progress):
+                    if isinstance(item, WatchProgress):
+                        yield item
+                        next_rev = item.revision + 1
+                        continue
+                    for event in item:
                         yield event
-                    next_rev = events[-1].revision + 1
+                    next_rev = item[-1].revision + 1
                     delay = WATCH_BACKOFF_MIN
             except (grpc.aio.AioRpcError, _WatchBroken, RegistryUnavailableError):
                 if self._closed:
@@ -473,14 +502,16 @@ class EtcdRegistry(Registry):
             delay = min(delay * 2, WATCH_BACKOFF_MAX)
 
     async def _watch_stream(
-        self, start: bytes, end: bytes, start_revision: int
-    ) -> AsyncIterator[_List[Event]]:
-        """One etcd watch stream from ``start_revision``; yields each response's events."""
+        self, start: bytes, end: bytes, start_revision: int, progress: bool
+    ) -> AsyncIterator[_List[Event] | WatchProgress]:
+        """One etcd watch stream from ``start_revision``; yields each response's
+        events, and with ``progress`` its progress notifications."""
         await self._connect()
         done = asyncio.Event()
         create = rpc.WatchRequest(
             create_request=rpc.WatchCreateRequest(
-                key=start, range_end=end, start_revision=start_revision, prev_kv=True
+                key=start, range_end=end, start_revision=start_revision, prev_kv=True,
+                progress_notify=progress,
             )
         )
 
@@ -492,14 +523,23 @@ class EtcdRegistry(Registry):
             requests(), metadata=self._metadata((_REQUIRE_LEADER,)), wait_for_ready=True
         )
         self._watch_calls.add(call)
+        watch_id: int | None = None
         try:
             async for resp in call:
                 if resp.compact_revision:
                     raise CompactedError(resp.compact_revision, start_revision)
                 if resp.canceled:
                     raise _WatchBroken(resp.cancel_reason or "watch cancelled by the server")
-                if resp.events:
+                if resp.created:
+                    # The creation answer's revision says nothing about events.
+                    watch_id = resp.watch_id
+                elif resp.events:
                     yield [self._event(ev) for ev in resp.events]
+                elif (progress and resp.watch_id == watch_id
+                      and resp.header.revision >= start_revision):
+                    # Addressed to this watcher (not a stream-wide -1 answer),
+                    # so it came through the watcher's ordered channel.
+                    yield WatchProgress(int(resp.header.revision))
             raise _WatchBroken("watch stream ended")
         finally:
             done.set()
