@@ -17,14 +17,18 @@ from typing import Any
 import pytest
 import yaml
 
+from schemacache.node.node import ALERT_NAMES
+from schemacache.observe.alerts import SEVERITIES
 from schemacache.observe.metrics import NodeMetrics, exported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "schemacache.json"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 ALERTS = {"SchemaEventRetriesExhausted", "SchemaRepairFailing", "SchemaRegistryUnreachable",
           "SchemaCacheLagging"}
+BY_RE = re.compile(r"\bby\s*\(([^)]*)\)")
 METRIC_RE = re.compile(r"\bschemacache_[a-z_]+")
 # Sample names prometheus-client derives from a family, by metric type.
 SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
@@ -127,3 +131,47 @@ def test_dashboard_uses_exported_metrics_and_defined_recordings() -> None:
     for expr in exprs:
         assert set(METRIC_RE.findall(expr)) <= node_metric_names(), expr
         assert set(re.findall(r"\bschemacache:[a-z0-9_:]+", expr)) <= recorded, expr
+
+
+def test_rule_severities_match_the_nodes_own_alerts() -> None:
+    alerts = {r["alert"]: r for r in rules() if "alert" in r}
+    assert set(ALERT_NAMES) >= ALERTS
+    for name in ALERTS:
+        assert alerts[name]["labels"]["severity"] == SEVERITIES[name], name
+
+
+def test_rules_stay_quiet_while_the_node_delivers_the_same_alert() -> None:
+    for rule in rules():
+        if "alert" in rule:
+            assert ("schemacache:alerts_delivered:increase5m"
+                    f'{{alertname="{rule["alert"]}"}}') in rule["expr"], rule["alert"]
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels a query groups by, through the recording rules it uses too."""
+    labels = {label.strip() for group in BY_RE.findall(expr) for label in group.split(",")}
+    recorded = {r["record"]: r["expr"] for r in rules() if "record" in r}
+    for name in re.findall(r"\bschemacache:[a-z0-9_:]+", expr):
+        labels |= grouping_labels(recorded[name])
+    return labels - {"", "job", "le"}
+
+
+def test_dashboard_legends_name_every_grouping_label() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            named = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+            missing = grouping_labels(target["expr"]) - named
+            assert not missing, f"panel {panel['title']!r}: legend lacks {sorted(missing)}"
+    assert grouping_labels("sum by (instance, kind) (x)") == {"instance", "kind"}
+
+
+def test_alertmanager_example_is_valid() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool not found: run scripts/install-promtool.sh")
+    out = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    assert {"alertname", "instance"} <= set(config["route"]["group_by"])
