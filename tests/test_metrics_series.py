@@ -3,7 +3,6 @@ so Prometheus' rate()/increase() count the first increment of each."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from factories import group, measure
+from polling import until
 from schemacache import Node, RetryPolicy, open_registry
 from schemacache.kinds import KINDS
 from schemacache.node.node import ALERT_NAMES
@@ -31,12 +31,7 @@ def scrape(node: Node) -> Series:
 
 
 async def wait_until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await until(cond, what, DEADLINE)
 
 
 async def test_first_scrape_has_every_series_at_zero(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from etcd_server import EtcdCluster
 from factories import group, measure
+from polling import until
 from schemacache import Node, open_registry
 from schemacache.node.node import ALERT_LAGGING
 from schemacache.registry import Registry, WatchProgress
@@ -47,13 +48,8 @@ class GatedHandler:
         return None
 
 
-async def _until(predicate: Any, what: str, within: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def _until(predicate: Any, what: str) -> None:
+    await until(predicate, what, DEADLINE)
 
 
 def _lag_seen(node: Node) -> tuple[int, float, bool]:

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from factories import group, measure
+from polling import until as poll_until
 from schemacache import Node, RetryPolicy, open_registry
 from schemacache.api.admin import create_admin_app
 from schemacache.api.http import UvicornServer
@@ -169,18 +170,7 @@ class Prometheus:
 
 
 async def until(check: Callable[[], Any], what: str) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+    return await poll_until(check, what, DEADLINE, interval=0.2)
 
 
 def readme_metrics() -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from polling import until
 from schemacache import (
     CompactedError,
     ConflictError,
@@ -67,15 +68,7 @@ async def reg(db: str) -> AsyncIterator[SqliteRegistry]:
 
 
 async def wait_until(cond: Callable[[], Any], within: float = WAIT) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = cond()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await until(cond, "condition", within, interval=0.01)
 
 
 def poll(cond: Callable[[], bool], timeout: float = WAIT) -> None:
