@@ -336,3 +336,31 @@ def test_manifests_keep_working(examples_dir: Path) -> None:
     short = load_resources("kind: index_rule\nmetadata: {group: g, name: r}\n"
                            "spec: {tags: [a], type: TYPE_TREE}\n")
     assert short[0].spec["type"] == "TREE"
+
+
+def test_export_writes_the_layout_whole_or_not_at_all(tmp_path: Path) -> None:
+    resources = load_resources(CORPUS)
+    target = tmp_path / "out"
+    written = banyandb.export(resources, target)
+    assert sorted(p.as_posix() for p in written) == sorted(
+        p.relative_to(target).as_posix() for p in target.rglob("*.json"))
+    assert {p.parts[0] for p in written} == set(banyandb.FOLDERS.values())
+    assert _by_key(load_resources(target)).keys() == _by_key(resources).keys()
+
+    # A filled directory is refused and left as it was.
+    before = sorted(target.rglob("*"))
+    with pytest.raises(FileExistsError):
+        banyandb.export(resources, target)
+    assert sorted(target.rglob("*")) == before
+
+    # A resource that cannot be written leaves nothing behind.
+    broken = Resource.from_stored({"kind": "measure", "metadata": {"group": "g", "name": "m"},
+                                   "spec": {"tag_families": []}})
+    with pytest.raises(ValidationError) as info:
+        banyandb.export([resources[0], broken], tmp_path / "partial")
+    assert "measure/g/m" in info.value.reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert banyandb.export(resources[:1], empty) == [Path("groups/sw_metric.json")]

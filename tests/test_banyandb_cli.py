@@ -92,3 +92,9 @@ def test_get_banyandb_output_and_apply_kind(tmp_path: Path) -> None:
         assert r.stdout.strip() == "stream/sw_stream/sw_log created"
         r = run_cli("apply", "-f", str(loose), "--kind", "nonsense", server=server)
         assert r.returncode == 2 and "unknown kind" in r.stderr
+
+        out = tmp_path / "export"
+        r = run_cli("export", str(out), server=server)
+        assert r.returncode == 0, r.stderr
+        r = run_cli("export", str(out), server=server)
+        assert r.returncode == 1 and "not an empty directory" in r.stderr

@@ -19,6 +19,9 @@ the CRC-32 of its group and name).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -316,19 +319,40 @@ def dumps(doc: Any) -> str:
 def export(resources: Iterable[Resource], directory: str | Path) -> list[Path]:
     """Write resources as BanyanDB documents in BanyanDB's folder layout, one file each.
 
+    The files are written into a temporary sibling directory that is renamed to
+    ``directory`` at the end, so a failed or interrupted export leaves no
+    half-written tree where a later ``apply -f`` would find it.
+
     :param resources: what to write (typically a whole registry listing).
-    :param directory: the target directory; created when missing.  Files of the
-        same path are replaced; nothing else in it is touched.
+    :param directory: the target directory: new, or empty.
     :returns: the files written, relative to ``directory``, in the order given.
+    :raises FileExistsError: ``directory`` exists and is not empty (an older
+        export there could bring back objects deleted since).
+    :raises ValidationError: a resource cannot be written (nothing is left behind).
     """
     root = Path(directory)
-    written = []
-    for resource in resources:
-        relative = document_path(resource)
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(dumps(to_document(resource)))
-        tmp.replace(target)
-        written.append(relative)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not an empty directory; "
+                              "export into a new or empty one")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        written = []
+        for resource in resources:
+            relative = document_path(resource)
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(dumps(to_document(resource)))
+            written.append(relative)
+        staging.chmod(0o777 & ~_umask())
+        os.replace(staging, root)  # replaces an empty directory, refuses a filled one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return written
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

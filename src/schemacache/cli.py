@@ -532,7 +532,10 @@ def export(
             return await client.list_resources()
 
     docs = _run(listing())["items"]
-    written = export_documents((Resource.from_stored(d) for d in docs), directory)
+    try:
+        written = export_documents((Resource.from_stored(d) for d in docs), directory)
+    except (FileExistsError, ValidationError) as exc:
+        raise fail(str(exc)) from None
     out.print(f"exported {len(written)} resources to {directory}")
 
 
