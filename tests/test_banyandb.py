@@ -292,6 +292,9 @@ REJECTED = [
     ("trace-timestamp-not-timestamp", _doc("trace", tags=TAGS, trace_id_tag_name="id",
                                            span_id_tag_name="id", timestamp_tag_name="id"),
      "timestamp_tag_name"),
+    ("field-twice", _doc("measure", **MEASURE, tagFamilies=FAMILIES), "tag_families"),
+    ("nested-field-twice", _doc("group", catalog=1, resource_opts={**OPTS, "shardNum": 2}),
+     "resource_opts.shard_num"),
     ("twice-spelt", _doc("group", catalog=1, resource_opts=OPTS, updated_at="2020-01-01T00:00:00Z",
                          updatedAt="2020-01-01T00:00:00Z"), "updated_at"),
 ]
@@ -364,3 +367,12 @@ def test_export_writes_the_layout_whole_or_not_at_all(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert banyandb.export(resources[:1], empty) == [Path("groups/sw_metric.json")]
+
+
+def test_null_means_absent_as_in_protojson() -> None:
+    doc = _doc("measure", **MEASURE, interval=None, sharding_key=None, fields=None,
+               index_mode=None)
+    spec = load_resources(json.dumps(doc, indent=1))[0].spec
+    assert spec["interval"] == "" and spec["fields"] == [] and "sharding_key" not in spec
+    doc = _doc("measure", **MEASURE, interval="0")
+    assert load_resources(json.dumps(doc, indent=1))[0].spec["interval"] == "0"

@@ -84,7 +84,7 @@ Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX),
 
 
 def _check_go_duration(value: str) -> str:
-    if value and not _GO_DURATION_RE.match(value):
+    if value not in ("", "0") and not _GO_DURATION_RE.match(value):
         raise ValueError(
             f"invalid duration {value!r}: expected a Go duration such as 1m, 1h30m, 1.5h, "
             "500ms, 100ns, 500us or 7d"
@@ -121,12 +121,18 @@ class _Strict(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _absent_is_zero(cls, data: Any, info: ValidationInfo) -> Any:
-        if not cls.PROTO_ZEROS or not _in_proto(info) or not isinstance(data, dict):
+    def _as_protojson_reads(cls, data: Any, info: ValidationInfo) -> Any:
+        """In a BanyanDB document: null is absent, absent is zero, one name per field."""
+        if not _in_proto(info) or not isinstance(data, dict):
             return data
-        filled = dict(data)
+        keep_null = cls.ONE_OF  # a one-of member of type NullValue is set by null
+        filled = {k: v for k, v in data.items() if v is not None or k in keep_null}
+        for name in cls.model_fields:
+            camel = to_camel(name)
+            if camel != name and name in filled and camel in filled:
+                raise _FieldError(name, f"given twice, as {name} and {camel}")
         for name, zero in cls.PROTO_ZEROS.items():
-            if name not in data and to_camel(name) not in data:
+            if name not in filled and to_camel(name) not in filled:
                 filled[name] = zero
         return filled
 
