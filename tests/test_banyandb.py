@@ -295,6 +295,11 @@ REJECTED = [
     ("field-twice", _doc("measure", **MEASURE, tagFamilies=FAMILIES), "tag_families"),
     ("nested-field-twice", _doc("group", catalog=1, resource_opts={**OPTS, "shardNum": 2}),
      "resource_opts.shard_num"),
+    ("trace-span-tag-undeclared", _doc("trace", tags=TAGS, trace_id_tag_name="id",
+                                       span_id_tag_name="sid", timestamp_tag_name="id"),
+     "span_id_tag_name"),
+    ("trace-without-trace-id", _doc("trace", tags=TAGS, timestamp_tag_name="id"),
+     "trace_id_tag_name"),
     ("twice-spelt", _doc("group", catalog=1, resource_opts=OPTS, updated_at="2020-01-01T00:00:00Z",
                          updatedAt="2020-01-01T00:00:00Z"), "updated_at"),
 ]

@@ -514,7 +514,7 @@ class TraceSpec(_Strict):
     tags: list[TraceTagSpec] = Field(min_length=1)
     trace_id_tag_name: str
     timestamp_tag_name: str
-    span_id_tag_name: str
+    span_id_tag_name: str = ""  # later than the other two in the proto; traces may lack it
 
     @model_validator(mode="after")
     def _special_tags_declared(self) -> TraceSpec:
@@ -522,7 +522,7 @@ class TraceSpec(_Strict):
         types = {t.name: t.type for t in self.tags}
         for attr in ("trace_id_tag_name", "timestamp_tag_name", "span_id_tag_name"):
             name = getattr(self, attr)
-            if name not in types:
+            if name not in types and (name or attr != "span_id_tag_name"):
                 raise _field_error(attr, f"tag {name!r} is not declared in tags")
         if types[self.timestamp_tag_name] != TagType.TIMESTAMP:
             raise _field_error("timestamp_tag_name", "must name a TIMESTAMP tag")
