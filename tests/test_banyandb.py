@@ -329,6 +329,13 @@ def test_kind_from_argument_field_or_folder(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         load_resources(tmp_path / "b.json", kind="stream")
     assert info.value.field == "kind"
+    # A file named after a kind, holding a JSON array of documents.
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "group.json").write_text(json.dumps([body, {**body, "metadata": {
+        "name": "g2"}}]))
+    assert [r.key for r in load_resources(tmp_path / "suite")] == ["group/g1", "group/g2"]
+    assert banyandb.kind_from_path(Path("property/ui_menu.json")) == "property"
+    assert banyandb.kind_from_path(Path("topNAggregations/x.json")) == "topn_aggregation"
     # A measures/<group>/ folder named after another kind still holds measures.
     nested = tmp_path / "measures" / "streams"
     nested.mkdir(parents=True)

@@ -18,12 +18,17 @@ the CRC-32 of its group and name).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
+import types
+import typing
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +111,7 @@ ID_KINDS = frozenset({"index_rule"})
 MANIFEST_KEYS = frozenset({"kind", "metadata", "spec"})
 
 _TIMESTAMP = TypeAdapter(AwareDatetime)
+_DATETIME = TypeAdapter(datetime)
 
 
 def _squash(name: str) -> str:
@@ -211,14 +217,22 @@ def from_document(doc: dict[str, Any], kind: str) -> Resource:
         if stamp is not None:
             _check_timestamp(stamp, name)
     metadata = _metadata(meta, grouped=info.grouped)
-    spec = _validate(kind, metadata, body)
+    if info.spec_model is not None:
+        body = read_message(body, info.spec_model)
+    try:
+        spec = kinds.validate_spec(kind, metadata, body)
+    except ValidationError as exc:
+        field = exc.field
+        if field is not None and field.startswith("spec."):
+            field = field[len("spec."):]
+        raise ValidationError(exc.reason, field) from None
     return Resource(kind=kind, metadata=metadata, spec=spec)
 
 
 def _pop(body: dict[str, Any], name: str) -> Any:
     camel = to_camel(name)
     if name in body and camel != name and camel in body:
-        raise ValidationError("given twice (snake_case and lowerCamelCase)", field=name)
+        raise ValidationError(f"given twice, as {name} and {camel}", field=name)
     value = body.pop(name, None)
     return body.pop(camel, value)
 
@@ -235,7 +249,8 @@ def _metadata(meta: Any, grouped: bool) -> Metadata:
     if meta is None:
         raise ValidationError("field required", field="metadata")
     try:
-        parsed = kinds.ProtoMetadata.model_validate(meta)
+        parsed = kinds.ProtoMetadata.model_validate(
+            read_message(meta, kinds.ProtoMetadata, "metadata"))
     except pydantic.ValidationError as exc:
         raise kinds.from_pydantic(exc, prefix="metadata") from None
     if not parsed.name:
@@ -249,14 +264,88 @@ def _metadata(meta: Any, grouped: bool) -> Metadata:
         raise kinds.from_pydantic(exc, prefix="metadata") from None
 
 
-def _validate(kind: str, metadata: Metadata, body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return kinds.validate_spec(kind, metadata, body, proto=True)
-    except ValidationError as exc:
-        field = exc.field
-        if field is not None and field.startswith("spec."):
-            field = field[len("spec."):]
-        raise ValidationError(exc.reason, field) from None
+@dataclass(frozen=True)
+class _Field:
+    """How protojson reads and writes one field of a model."""
+
+    name: str
+    message: type[BaseModel] | None  # the nested message's model
+    enum_prefix: str | None  # the full names' prefix of an enum field
+    int64: bool  # written as a string
+
+
+@functools.cache
+def _fields(model: type[BaseModel]) -> dict[str, _Field]:
+    """The fields of a model by every name a document may give them (snake and camel)."""
+    out: dict[str, _Field] = {}
+    for name, info in model.model_fields.items():
+        leaf, metadata = _leaf(info.annotation, list(info.metadata))
+        message = leaf if isinstance(leaf, type) and issubclass(leaf, BaseModel) else None
+        enum = kinds.PROTO_ENUMS.get(leaf) if isinstance(leaf, type) else None
+        field = _Field(name, message, enum.prefix if enum else None,
+                       any(isinstance(m, kinds.ProtoInt64) for m in metadata))
+        out[name] = out[to_camel(name)] = field
+    return out
+
+
+def _leaf(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
+    """The element type under ``X | None``, ``list[X]`` and ``Annotated[X, …]``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            metadata.extend(args[1:])
+            annotation = args[0]
+        elif origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in args if a is not type(None))
+        elif origin is list:
+            annotation = args[0]
+        else:
+            return annotation, metadata
+
+
+def read_message(data: Any, model: type[BaseModel], path: str = "") -> Any:
+    """A document's message as ``model`` validates it, read with protojson's rules.
+
+    Field names in lowerCamelCase become snake_case, ``null`` means absent (but
+    sets a one-of member, as for ``TagValue.null``), a field given under both
+    names is refused, and a field left out means the proto's zero value where
+    schemacache's default differs (:attr:`~schemacache.kinds._Strict.PROTO_ZEROS`).
+    Unknown fields are kept for the model to refuse with their path.
+
+    :param path: the message's field path in the document, for errors.
+    """
+    if not isinstance(data, dict):
+        return data
+    fields = _fields(model)
+    one_of: tuple[str, ...] = getattr(model, "ONE_OF", ())
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            out[key] = value
+            continue
+        if value is None and field.name not in one_of:
+            continue
+        if field.name in out:
+            raise ValidationError(f"given twice, as {field.name} and {to_camel(field.name)}",
+                                  field=_join(path, field.name))
+        out[field.name] = _read_value(value, field.message, _join(path, field.name))
+    for name, zero in getattr(model, "PROTO_ZEROS", {}).items():
+        out.setdefault(name, zero)
+    return out
+
+
+def _read_value(value: Any, message: type[BaseModel] | None, path: str) -> Any:
+    if message is None:
+        return value
+    if isinstance(value, list):
+        return [read_message(item, message, f"{path}[{i}]") for i, item in enumerate(value)]
+    return read_message(value, message, path)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 # ---------------------------------------------------------------- writing
@@ -290,12 +379,63 @@ def to_document(resource: Resource) -> dict[str, Any]:
             err = kinds.from_pydantic(exc, prefix="spec")
             raise ValidationError(f"{resource.key} cannot be written as a BanyanDB document: "
                                   f"{err.reason}", err.field) from None
-        doc.update(model.model_dump(mode="json", exclude_none=True,
-                                    context={kinds.PROTO_CONTEXT: True}))
+        doc.update(write_message(model))
     if resource.metadata.updated_at is not None:
-        doc["updated_at"] = TypeAdapter(AwareDatetime).dump_python(
-            resource.metadata.updated_at, mode="json")
+        doc["updated_at"] = timestamp(resource.metadata.updated_at)
     return doc
+
+
+def write_message(message: BaseModel) -> dict[str, Any]:
+    """A model as protojson writes the message: snake_case, full enum names, int64 as
+    strings, zero values left out (one-of members and nested messages are kept)."""
+    one_of: tuple[str, ...] = getattr(message, "ONE_OF", ())
+    out: dict[str, Any] = {}
+    for name, field in _fields(type(message)).items():
+        if name != field.name:
+            continue  # the camelCase entry of the same field
+        value = getattr(message, name)
+        if value is None or (name not in one_of and _is_zero(value, field)):
+            continue
+        out[name] = _write_value(value, field)
+    return out
+
+
+def _is_zero(value: Any, field: _Field) -> bool:
+    if field.enum_prefix is not None and not isinstance(value, list):
+        return bool(value == "UNSPECIFIED")
+    if isinstance(value, bool | int | float | str | list):
+        return not value
+    return False
+
+
+def _write_value(value: Any, field: _Field) -> Any:
+    if isinstance(value, list):
+        return [_write_value(item, field) for item in value]
+    if isinstance(value, BaseModel):
+        return write_message(value)
+    if field.enum_prefix is not None:
+        return field.enum_prefix + str(value)
+    if field.int64:
+        return str(value)
+    if isinstance(value, datetime):
+        # As the spec stores it: its own offset kept, so that the document reads
+        # back to the same spec (RFC 3339 either way; converting to UTC could
+        # also overflow the datetime range).
+        return _DATETIME.dump_python(value, mode="json")
+    if value == kinds.NULL_VALUE and field.name == "null":
+        return None  # the NullValue member of a one-of
+    return value
+
+
+def timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC as protojson writes a Timestamp: 0, 3 or 6 fraction digits and ``Z``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    micros = value.microsecond
+    fraction = "" if not micros else (
+        f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}")
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
 def object_id(resource: Resource) -> int:

@@ -10,7 +10,6 @@ no dependencies.
 from __future__ import annotations
 
 import builtins
-import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,13 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    ValidationInfo,
-    WrapSerializer,
-    field_serializer,
     field_validator,
-    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel, to_snake
@@ -44,15 +37,6 @@ if TYPE_CHECKING:
     from .model import Metadata, Resource
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$"
-
-PROTO_CONTEXT = "banyandb_proto"
-"""Validation/serialisation context key: the data is (or is written as) a BanyanDB document.
-
-When set while validating, fields whose schemacache default differs from the
-proto's zero value read as the zero value when absent, as protojson does.  When
-set while serialising, enums carry their full proto names, int64 values are
-strings and zero values are left out, as BanyanDB's protojson writes them.
-"""
 
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
@@ -66,21 +50,13 @@ _PROTO_DURATION_RE = re.compile(r"^-?[0-9]+(?:\.[0-9]{1,9})?s$")
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 
 
-def _in_proto(info: Any) -> bool:
-    context = getattr(info, "context", None)
-    return bool(context and context.get(PROTO_CONTEXT))
-
-
-def _int64_as_text(value: Any, handler: SerializerFunctionWrapHandler,
-                   info: SerializationInfo) -> Any:
-    # protojson writes 64-bit integers as JSON strings.
-    return str(value) if _in_proto(info) else handler(value)
+class ProtoInt64:
+    """Marks an ``int64`` field: protojson writes its values as JSON strings."""
 
 
 UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
 Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX),
-                  WrapSerializer(_int64_as_text)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX), ProtoInt64()]
 
 
 def _check_go_duration(value: str) -> str:
@@ -114,55 +90,12 @@ class _Strict(BaseModel):
     )
 
     PROTO_ZEROS: ClassVar[dict[str, Any]] = {}
-    """Fields whose schemacache default differs from the proto zero value, with that value."""
+    """Fields whose schemacache default differs from the proto zero value, with that
+    value: what a BanyanDB document that leaves them out means."""
 
     ONE_OF: ClassVar[tuple[str, ...]] = ()
     """Members of the message's one-of group: written when set, even to a zero value."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _as_protojson_reads(cls, data: Any, info: ValidationInfo) -> Any:
-        """In a BanyanDB document: null is absent, absent is zero, one name per field."""
-        if not _in_proto(info) or not isinstance(data, dict):
-            return data
-        keep_null = cls.ONE_OF  # a one-of member of type NullValue is set by null
-        filled = {k: v for k, v in data.items() if v is not None or k in keep_null}
-        for name in cls.model_fields:
-            camel = to_camel(name)
-            if camel != name and name in filled and camel in filled:
-                raise _FieldError(name, f"given twice, as {name} and {camel}")
-        for name, zero in cls.PROTO_ZEROS.items():
-            if name not in filled and to_camel(name) not in filled:
-                filled[name] = zero
-        return filled
-
-    @model_serializer(mode="wrap")
-    def _omit_zeros(self, handler: SerializerFunctionWrapHandler,
-                    info: SerializationInfo) -> Any:
-        data = handler(self)
-        if not _in_proto(info) or not isinstance(data, dict):
-            return data
-        enums = _enum_fields(type(self))
-        return {name: value for name, value in data.items()
-                if name in self.ONE_OF
-                or not _is_proto_zero(getattr(self, name, None), name in enums)}
-
-
-@functools.cache
-def _enum_fields(model: type[BaseModel]) -> frozenset[str]:
-    return frozenset(
-        name for name, field in model.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, StrEnum)
-    )
-
-
-def _is_proto_zero(value: Any, is_enum: bool) -> bool:
-    """Whether protojson leaves the value out (messages, even empty, are kept)."""
-    if is_enum:
-        return bool(value == "UNSPECIFIED")
-    if isinstance(value, bool | int | float | str | list):
-        return not value
-    return False
 
 
 # ---------------------------------------------------------------- enums
@@ -290,7 +223,7 @@ PROTO_ENUMS: dict[type[StrEnum], ProtoEnum] = {
 
 
 def _proto_enum(enum: type[StrEnum], *, specified: bool = False) -> Any:
-    """The annotated type of a field holding ``enum``, read and written as protojson does.
+    """The annotated type of a field holding ``enum``, read as protojson does (and by short name).
 
     :param enum: the enum class (members in proto number order).
     :param specified: reject the ``UNSPECIFIED`` zero value, as BanyanDB does at
@@ -302,22 +235,16 @@ def _proto_enum(enum: type[StrEnum], *, specified: bool = False) -> Any:
     def parse(value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             if 0 <= value < len(members):
-                return members[value]
-            raise ValueError(f"no {PROTO_ENUMS[enum].proto_name} value is numbered {value}")
-        if isinstance(value, str) and value.startswith(prefix) and value[len(prefix):] in members:
-            return value[len(prefix):]
-        return value
-
-    def check(value: Any) -> Any:
+                value = members[value]
+            else:
+                raise ValueError(f"no {PROTO_ENUMS[enum].proto_name} value is numbered {value}")
+        elif isinstance(value, str) and value.startswith(prefix) and value[len(prefix):] in members:
+            value = value[len(prefix):]
         if specified and value == "UNSPECIFIED":
             raise ValueError(f"{prefix}UNSPECIFIED is not allowed here: name a value")
         return value
 
-    def write(value: Any, handler: SerializerFunctionWrapHandler,
-              info: SerializationInfo) -> Any:
-        return f"{prefix}{value}" if _in_proto(info) else handler(value)
-
-    return Annotated[enum, BeforeValidator(parse), AfterValidator(check), WrapSerializer(write)]
+    return Annotated[enum, BeforeValidator(parse)]
 
 
 # ---------------------------------------------------------------- group
@@ -644,10 +571,6 @@ class TagValue(_Strict):
             raise ValueError("expected base64 text")
         return value
 
-    @field_serializer("null")
-    def _write_null(self, value: builtins.str | None, info: SerializationInfo) -> Any:
-        return None if _in_proto(info) else value
-
     @model_validator(mode="after")
     def _one_of(self) -> TagValue:
         _one_of(self, self.ONE_OF)
@@ -883,12 +806,9 @@ def delete_order(resources: Iterable[Resource]) -> list[Resource]:
 _NAME_RE = re.compile(NAME)
 
 
-def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any],
-                  proto: bool = False) -> dict[str, Any]:
+def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any]) -> dict[str, Any]:
     """Validate ``spec`` for ``kind`` and return it normalised.
 
-    :param proto: the spec comes from a BanyanDB document: a field left out
-        means the proto's zero value (default ``False``: schemacache's defaults).
     Raises :class:`ValidationError` naming the field path (``spec.…``).
     """
     info = kind_info(kind)
@@ -901,7 +821,7 @@ def validate_spec(kind: str, metadata: Metadata, spec: dict[str, Any],
     if info.spec_model is None:
         return spec
     try:
-        model = info.spec_model.model_validate(spec, context={PROTO_CONTEXT: proto})
+        model = info.spec_model.model_validate(spec)
     except pydantic.ValidationError as exc:
         raise from_pydantic(exc, prefix="spec") from None
     except _FieldError as exc:
