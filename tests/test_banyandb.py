@@ -368,12 +368,13 @@ def test_export_writes_the_layout_whole_or_not_at_all(tmp_path: Path) -> None:
         banyandb.export(resources, target)
     assert sorted(target.rglob("*")) == before
 
-    # A resource that cannot be written leaves nothing behind.
-    broken = Resource.from_stored({"kind": "measure", "metadata": {"group": "g", "name": "m"},
-                                   "spec": {"tag_families": []}})
+    # A resource that cannot be written (a kind this process does not know)
+    # leaves nothing behind.
+    unknown = Resource.from_stored({"kind": "retired_kind", "metadata": {"group": "g", "name": "m"},
+                                    "spec": {}})
     with pytest.raises(ValidationError) as info:
-        banyandb.export([resources[0], broken], tmp_path / "partial")
-    assert "measure/g/m" in info.value.reason
+        banyandb.export([resources[0], unknown], tmp_path / "partial")
+    assert "retired_kind" in info.value.reason
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
     empty = tmp_path / "empty"

@@ -38,7 +38,7 @@ from pydantic.alias_generators import to_camel
 
 from . import kinds
 from .errors import ValidationError
-from .model import GROUP_KIND, Metadata, Resource
+from .model import GROUP_KIND, Resource
 
 FOLDERS: dict[str, str] = {
     "group": "groups",
@@ -111,7 +111,6 @@ ID_KINDS = frozenset({"index_rule"})
 MANIFEST_KEYS = frozenset({"kind", "metadata", "spec"})
 
 _TIMESTAMP = TypeAdapter(AwareDatetime)
-_DATETIME = TypeAdapter(datetime)
 
 
 def _squash(name: str) -> str:
@@ -220,17 +219,19 @@ def from_document(doc: dict[str, Any], kind: str) -> Resource:
     if info.spec_model is not None:
         body = read_message(body, info.spec_model)
     try:
-        spec = kinds.validate_spec(kind, metadata, body)
+        return Resource.parse({"kind": kind, "metadata": metadata, "spec": body})
     except ValidationError as exc:
         field = exc.field
         if field is not None and field.startswith("spec."):
             field = field[len("spec."):]
         raise ValidationError(exc.reason, field) from None
-    return Resource(kind=kind, metadata=metadata, spec=spec)
+
+
+_ENVELOPE_CAMEL = {name: to_camel(name) for name in ENVELOPE_FIELDS}
 
 
 def _pop(body: dict[str, Any], name: str) -> Any:
-    camel = to_camel(name)
+    camel = _ENVELOPE_CAMEL[name]
     if name in body and camel != name and camel in body:
         raise ValidationError(f"given twice, as {name} and {camel}", field=name)
     value = body.pop(name, None)
@@ -245,7 +246,8 @@ def _check_timestamp(value: Any, field: str) -> None:
                               field=field) from None
 
 
-def _metadata(meta: Any, grouped: bool) -> Metadata:
+def _metadata(meta: Any, grouped: bool) -> dict[str, Any]:
+    """The resource's metadata from a document's: group and name (the rest is the registry's)."""
     if meta is None:
         raise ValidationError("field required", field="metadata")
     try:
@@ -255,13 +257,9 @@ def _metadata(meta: Any, grouped: bool) -> Metadata:
         raise kinds.from_pydantic(exc, prefix="metadata") from None
     if not parsed.name:
         raise ValidationError("field required", field="metadata.name")
-    group = parsed.group or None
-    if not grouped and group is not None:
+    if not grouped and parsed.group:
         raise ValidationError("a group's metadata names no group", field="metadata.group")
-    try:
-        return Metadata(group=group, name=parsed.name)
-    except pydantic.ValidationError as exc:
-        raise kinds.from_pydantic(exc, prefix="metadata") from None
+    return {"group": parsed.group or None, "name": parsed.name}
 
 
 @dataclass(frozen=True)
@@ -372,28 +370,27 @@ def to_document(resource: Resource) -> dict[str, Any]:
     if info.spec_model is None:
         doc.update(resource.spec)
     else:
-        try:
-            model = info.spec_model.model_validate(resource.spec)
-        except pydantic.ValidationError as exc:
-            # Stored before a rule this version enforces: say which, do not guess.
-            err = kinds.from_pydantic(exc, prefix="spec")
-            raise ValidationError(f"{resource.key} cannot be written as a BanyanDB document: "
-                                  f"{err.reason}", err.field) from None
-        doc.update(write_message(model))
+        doc.update(write_message(resource.spec, info.spec_model))
     if resource.metadata.updated_at is not None:
         doc["updated_at"] = timestamp(resource.metadata.updated_at)
     return doc
 
 
-def write_message(message: BaseModel) -> dict[str, Any]:
-    """A model as protojson writes the message: snake_case, full enum names, int64 as
-    strings, zero values left out (one-of members and nested messages are kept)."""
-    one_of: tuple[str, ...] = getattr(message, "ONE_OF", ())
+def write_message(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """A normalised spec (or part of one) as protojson writes the message ``model`` models.
+
+    snake_case names, full enum names, int64 as strings, zero values left out
+    (one-of members and nested messages are kept, even empty).  Works on the
+    stored form, without validating it again.
+    """
+    fields = _fields(model)
+    one_of: tuple[str, ...] = getattr(model, "ONE_OF", ())
     out: dict[str, Any] = {}
-    for name, field in _fields(type(message)).items():
-        if name != field.name:
-            continue  # the camelCase entry of the same field
-        value = getattr(message, name)
+    for name, value in data.items():
+        field = fields.get(name)
+        if field is None:
+            out[name] = value
+            continue
         if value is None or (name not in one_of and _is_zero(value, field)):
             continue
         out[name] = _write_value(value, field)
@@ -401,8 +398,8 @@ def write_message(message: BaseModel) -> dict[str, Any]:
 
 
 def _is_zero(value: Any, field: _Field) -> bool:
-    if field.enum_prefix is not None and not isinstance(value, list):
-        return bool(value == "UNSPECIFIED")
+    if field.enum_prefix is not None and isinstance(value, str):
+        return value == "UNSPECIFIED"
     if isinstance(value, bool | int | float | str | list):
         return not value
     return False
@@ -411,20 +408,15 @@ def _is_zero(value: Any, field: _Field) -> bool:
 def _write_value(value: Any, field: _Field) -> Any:
     if isinstance(value, list):
         return [_write_value(item, field) for item in value]
-    if isinstance(value, BaseModel):
-        return write_message(value)
+    if field.message is not None and isinstance(value, dict):
+        return write_message(value, field.message)
     if field.enum_prefix is not None:
         return field.enum_prefix + str(value)
     if field.int64:
         return str(value)
-    if isinstance(value, datetime):
-        # As the spec stores it: its own offset kept, so that the document reads
-        # back to the same spec (RFC 3339 either way; converting to UTC could
-        # also overflow the datetime range).
-        return _DATETIME.dump_python(value, mode="json")
     if value == kinds.NULL_VALUE and field.name == "null":
         return None  # the NullValue member of a one-of
-    return value
+    return value  # strings (timestamps as the spec stores them), numbers, a Struct
 
 
 def timestamp(value: datetime) -> str:
