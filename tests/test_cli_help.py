@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from schemacache.cli import app
 
-COMMANDS = ["serve", "node", "up", "demo", "apply", "get", "delete", "status", "digest"]
+COMMANDS = ["serve", "node", "up", "demo", "apply", "get", "export", "delete", "status", "digest"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
