@@ -516,7 +516,8 @@ def _age(stamp: Any) -> str:
 @app.command()
 @_command
 def export(
-    directory: Annotated[Path, typer.Argument(help="target directory, new or empty (created if missing)")],
+    directory: Annotated[Path, typer.Argument(
+        help="target directory, new or empty (created if missing)")],
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
