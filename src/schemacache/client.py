@@ -8,6 +8,8 @@ Every non-2xx answer becomes a :class:`ClientError` carrying the server's
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -21,6 +23,25 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per request."""
+
+CACERT_ENV = "SCHEMACACHE_CACERT"
+"""Environment variable naming the CA certificate that verifies ``https://`` servers."""
+
+
+def tls_verify(cacert: str | None = None) -> ssl.SSLContext | bool:
+    """What ``httpx`` verifies ``https://`` servers with: ``cacert`` (a PEM file of CA
+    certificates), else the file named by :data:`CACERT_ENV`, else the system's roots.
+
+    :raises ClientError: the file cannot be read or holds no certificate.
+    """
+    path = cacert or os.environ.get(CACERT_ENV) or None
+    if path is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(0, "tls", f"cannot load CA certificate {path}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 class ClientError(Exception):
@@ -51,13 +72,16 @@ class RegistryClient:
     :param server: base URL (default :data:`DEFAULT_SERVER`).
     :param token: bearer token sent with every request (default ``None``).
     :param timeout: seconds per request (default :data:`DEFAULT_TIMEOUT`).
+    :param cacert: CA certificate file verifying an ``https://`` server (default: the
+        file named by :data:`CACERT_ENV`, else the system's roots).
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT):
+                 timeout: float = DEFAULT_TIMEOUT, cacert: str | None = None):
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.server, headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.server, headers=headers, timeout=timeout,
+                                       verify=tls_verify(cacert))
 
     async def __aenter__(self) -> RegistryClient:
         return self

@@ -81,6 +81,19 @@ class RegistryUnavailableError(SchemaCacheError):
     """The registry cannot be reached right now; the call may succeed later."""
 
 
+class RegistryAccessError(RegistryUnavailableError):
+    """The registry answers but refuses us; retrying the same call will not help
+    until an operator fixes the credentials, certificates or roles."""
+
+
+class RegistryAuthError(RegistryAccessError):
+    """The registry refused the credentials: wrong password or unknown user."""
+
+
+class RegistryPermissionError(RegistryAccessError):
+    """The registry knows the user, but its roles do not allow the operation."""
+
+
 class ValidationError(SchemaCacheError, ValueError):
     """A resource or manifest is invalid.
 

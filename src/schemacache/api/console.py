@@ -12,6 +12,7 @@ nodes' admin token when the server has one).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ class KindList(BaseModel):
 
 
 def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
-                  require_token: Callable[..., Any], node_token: str | None = None) -> None:
+                  require_token: Callable[..., Any], node_token: str | None = None,
+                  node_tls: ssl.SSLContext | bool = True) -> None:
     """Add the console and its endpoints to the registry API ``app``.
 
     :param app: the registry API.
@@ -59,6 +61,8 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
     :param snapshots: the app's listing cache.
     :param require_token: the app's write-token dependency (guards repairs).
     :param node_token: the nodes' admin token (default ``None``: nodes have none).
+    :param node_tls: what verifies the nodes' ``https://`` admin URLs (default: the
+        system's roots).
     """
     from .server import ApiError, _errors, _live_nodes  # server imports this module
 
@@ -96,7 +100,8 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
             raise ApiError(404, "not_found", f"no live node named {name}")
         headers = {"Authorization": f"Bearer {node_token}"} if node_token else {}
         try:
-            async with httpx.AsyncClient(timeout=REPAIR_REQUEST_TIMEOUT) as client:
+            async with httpx.AsyncClient(timeout=REPAIR_REQUEST_TIMEOUT,
+                                         verify=node_tls) as client:
                 response = await client.post(f"{admin_url.rstrip('/')}/v1/repair",
                                              headers=headers)
             body = response.json()

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import ipaddress
 import socket
+import ssl
 from typing import Any
 
 import uvicorn
@@ -51,7 +52,25 @@ class ListenError(SchemaCacheError):
         reason = cause.strerror or str(cause)
         hint = (" (is another server running there? choose another with --listen)"
                 if cause.errno == errno.EADDRINUSE else "")
-        super().__init__(f"cannot listen on {url.removeprefix('http://')}: {reason}{hint}")
+        where = url.removeprefix("http://").removeprefix("https://")
+        super().__init__(f"cannot listen on {where}: {reason}{hint}")
+
+
+class TlsConfigError(SchemaCacheError):
+    """The HTTP server's certificate or key cannot be used."""
+
+
+def check_tls_files(cert: str, key: str) -> None:
+    """Load a certificate and its key the way the server will, to fail early and clearly.
+
+    :raises TlsConfigError: naming the files and the reason.
+    """
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise TlsConfigError(f"cannot use TLS certificate {cert} with key {key}: "
+                             f"{reason}") from None
 
 
 class UvicornServer:
@@ -60,12 +79,22 @@ class UvicornServer:
     :param app: the ASGI application.
     :param listen: ``host:port`` to bind (default ``127.0.0.1:0``, any free port).
     :param log_level: uvicorn's log level (default ``warning``).
+    :param tls_cert: serve HTTPS with this PEM certificate (chain) file (with ``tls_key``;
+        default ``None``: plain HTTP).
+    :param tls_key: the certificate's PEM private key file.
     """
 
-    def __init__(self, app: Any, listen: str = "127.0.0.1:0", log_level: str = "warning"):
+    def __init__(self, app: Any, listen: str = "127.0.0.1:0", log_level: str = "warning",
+                 tls_cert: str | None = None, tls_key: str | None = None):
+        if bool(tls_cert) != bool(tls_key):
+            raise TlsConfigError("HTTPS needs both a certificate and its key "
+                                 "(--tls-cert and --tls-key)")
+        if tls_cert and tls_key:
+            check_tls_files(tls_cert, tls_key)
         self.app = app
         self.host, self.port = parse_listen(listen)
         self._log_level = log_level
+        self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
@@ -73,7 +102,7 @@ class UvicornServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
 
     async def start(self) -> str:
         """Bind, start serving and return the base URL."""
@@ -90,8 +119,9 @@ class UvicornServer:
             raise ListenError(self.url, exc) from exc
         self.port = sock.getsockname()[1]
         self._socket = sock
+        cert, key = self._tls or (None, None)
         config = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off",
-                                access_log=False)
+                                access_log=False, ssl_certfile=cert, ssl_keyfile=key)
         self._server = uvicorn.Server(config)
         # A server inside a larger program must leave signals to that program
         # (uvicorn would otherwise take SIGINT/SIGTERM over while it serves).

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..apply import apply_resources
+from ..client import tls_verify
 from ..errors import (
     ConflictError,
     NotFoundError,
@@ -347,6 +348,7 @@ def _etag(revision: int) -> str:
 def create_registry_app(
     registry: Registry, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
     node_token: str | None = None,
+    cacert: str | None = None,
 ) -> FastAPI:
     """The registry HTTP API over ``registry``, with the operator console at ``/``.
 
@@ -356,7 +358,10 @@ def create_registry_app(
     :param max_body: largest request body in bytes (default :data:`DEFAULT_MAX_BODY`).
     :param node_token: the nodes' admin token, sent when the console asks a node
         to repair (default ``None``: nodes without a token).
+    :param cacert: CA certificate verifying nodes' ``https://`` admin URLs (default:
+        ``SCHEMACACHE_CACERT``, else the system's roots).
     """
+    node_tls = tls_verify(cacert)
     app = FastAPI(
         title="schemacache registry API",
         version=__version__,
@@ -526,13 +531,13 @@ def create_registry_app(
     async def get_cluster() -> ClusterResult:
         snapshot = await snapshots.get()
         nodes = await _live_nodes(registry)
-        async with httpx.AsyncClient(timeout=CLUSTER_STATUS_TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=CLUSTER_STATUS_TIMEOUT, verify=node_tls) as client:
             entries = await asyncio.gather(
                 *(_node_status(client, n.name, n.admin_url) for n in nodes))
         return ClusterResult(revision=snapshot.revision, digest=snapshot.digest,
                              nodes=list(entries))
 
-    mount_console(app, registry, snapshots, require_token, node_token)
+    mount_console(app, registry, snapshots, require_token, node_token, node_tls)
     return app
 
 

@@ -13,7 +13,8 @@ from .config import NodeConfig
 from .runner import configure_logging, run_node
 
 _HELP = {
-    "registry": "registry URL (memory://, sqlite:///file.db, etcd://host:port[/prefix])",
+    "registry": "registry URL (memory://, sqlite:///file.db, etcd://host:port[/prefix], "
+                "etcds://[user@]host:port[/prefix]?ca=…&cert=…&key=…)",
     "name": "node name, unique in the cluster (default: host name + pid)",
     "state_dir": "directory of the node's durable state",
     "listen": "host:port of the admin HTTP server (port 0 = any free port)",
@@ -30,6 +31,8 @@ _HELP = {
     "repair_backoff_base": "first gap between repair attempts of a failed key, seconds",
     "repair_backoff_cap": "largest gap between repair attempts of a failed key, seconds",
     "unreachable_alert_after": "seconds disconnected before SchemaRegistryUnreachable fires",
+    "tls_cert": "serve the admin API over HTTPS with this certificate file",
+    "tls_key": "the HTTPS certificate's private key file",
 }
 
 

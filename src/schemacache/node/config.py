@@ -22,6 +22,8 @@ DEFAULT_REGISTRY = "sqlite:///var/registry.db"
 DEFAULT_NODE_TTL = 10.0
 DEFAULT_ALERT_RESEND_INTERVAL = DEFAULT_RESEND_INTERVAL
 DEFAULT_UNREACHABLE_ALERT_AFTER = 30.0
+DEFAULT_TLS_CERT: str | None = None
+DEFAULT_TLS_KEY: str | None = None
 
 
 @dataclass
@@ -46,6 +48,9 @@ class NodeConfig:
     :param repair_backoff_cap: largest gap between repair attempts of a failed key.
     :param unreachable_alert_after: seconds disconnected from the registry before
         ``SchemaRegistryUnreachable`` fires.
+    :param tls_cert: serve the admin API over HTTPS with this certificate file (with
+        ``tls_key``); the node then registers an ``https://`` admin URL.
+    :param tls_key: the certificate's private key file.
     """
 
     registry: str = DEFAULT_REGISTRY
@@ -65,3 +70,5 @@ class NodeConfig:
     repair_backoff_base: float = DEFAULT_REPAIR_BACKOFF_BASE
     repair_backoff_cap: float = DEFAULT_REPAIR_BACKOFF_CAP
     unreachable_alert_after: float = DEFAULT_UNREACHABLE_ALERT_AFTER
+    tls_cert: str | None = DEFAULT_TLS_CERT
+    tls_key: str | None = DEFAULT_TLS_KEY

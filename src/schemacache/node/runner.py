@@ -55,13 +55,16 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
                    announce: Callable[[str], None] = _announce) -> None:
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set), then stop cleanly.
 
-    Prints ``schemacache node <name> admin http://host:port`` once the admin
+    Prints ``schemacache node <name> admin http(s)://host:port`` once the admin
     server listens, then registers the node in the registry under that URL.
 
     :param config: what to run.
     :param stop: set it to stop the node (default: a new event set by the signals).
     :param announce: where the start-up line goes (default: stdout, flushed).
     """
+    # Bad certificate files fail here, before the node takes its state directory.
+    server = UvicornServer(None, config.listen, tls_cert=config.tls_cert,
+                           tls_key=config.tls_key)
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -70,10 +73,9 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     node = build_node(config)
-    server: UvicornServer | None = None
     try:
         await node.start()
-        server = UvicornServer(create_admin_app(node), config.listen)
+        server.app = create_admin_app(node)
         url = await server.start()
         node.alerter.generator_url = url
         announce(f"schemacache node {node.name} admin {url}")
@@ -81,8 +83,7 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
         await stop.wait()
         log.info("node %s stopping", node.name)
     finally:
-        if server is not None:
-            await server.stop()
+        await server.stop()
         await node.stop()
         await node.registry.close()
         for sig in installed:

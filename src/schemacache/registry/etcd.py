@@ -1,4 +1,5 @@
-"""``etcd://h:p[,h:p…][/prefix]`` — the schema registry kept in an etcd v3 cluster.
+"""``etcd://h:p[,h:p…][/prefix]`` — the schema registry kept in an etcd v3 cluster
+(``etcds://[user@]…?ca=…&cert=…&key=…`` for TLS and RBAC: see :mod:`.etcd_conn`).
 
 Key layout under ``/<prefix>/``:
 
@@ -27,15 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import math
-import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import aetcd
 import grpc
 from aetcd import rpc
 
@@ -44,6 +42,8 @@ from ..errors import (
     CompactedError,
     ConflictError,
     NotFoundError,
+    RegistryAccessError,
+    RegistryPermissionError,
     RegistryUnavailableError,
     SchemaCacheError,
     ValidationError,
@@ -62,11 +62,16 @@ from .base import (
     dependent_candidates_prefixes,
     refuse_if_referenced,
 )
+from .etcd_conn import (
+    DEFAULT_PORT,
+    DEFAULT_PREFIX,
+    EtcdAccess,
+    EtcdConnection,
+    split_endpoint,
+)
 
-DEFAULT_PREFIX = "schemacache"
-"""Key prefix used when the URL names none."""
-DEFAULT_PORT = 2379
-"""Client port assumed for an endpoint given without one."""
+__all__ = ["DEFAULT_PORT", "DEFAULT_PREFIX", "EtcdRegistry"]
+
 DEFAULT_CALL_TIMEOUT = 5.0
 """Seconds one registry call may take (reads include their retries)."""
 LIST_PAGE_SIZE = 5_000
@@ -106,6 +111,11 @@ _TRANSIENT_CODES = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+# Codes whose cause the connection can name (a TLS failure, a missing permission).
+_EXPLAINED_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+     grpc.StatusCode.PERMISSION_DENIED}
+)
 # etcd cancels a watch on a member that lost its leader only if asked to.
 _REQUIRE_LEADER = ("hasleader", "true")
 _PUT_EVENT = 0
@@ -119,6 +129,19 @@ class _WatchBroken(Exception):
     """The server cancelled a watch for a reason worth re-subscribing after."""
 
 
+class _WatchDenied(Exception):
+    """The server refused to create a watch: no permission, or an expired token
+    (etcd 3.5 reports both as "permission denied").
+
+    :param reason: the server's cancel reason.
+    :param metadata: the auth metadata the watch was created with.
+    """
+
+    def __init__(self, reason: str, metadata: tuple[tuple[str, str], ...]):
+        super().__init__(reason)
+        self.metadata = metadata
+
+
 class EtcdRegistry(Registry):
     """A registry stored in etcd.
 
@@ -130,6 +153,8 @@ class EtcdRegistry(Registry):
     :param prefix: key prefix of this registry (default :data:`DEFAULT_PREFIX`);
         several registries can share one cluster under different prefixes.
     :param timeout: seconds per call (default :data:`DEFAULT_CALL_TIMEOUT`).
+    :param access: TLS and credentials (default ``None``: plaintext, no user); when
+        given, its endpoints and prefix are used instead of the first two arguments.
     """
 
     shared_revision = True
@@ -139,73 +164,72 @@ class EtcdRegistry(Registry):
         endpoints: list[str],
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_CALL_TIMEOUT,
+        access: EtcdAccess | None = None,
     ) -> None:
-        if not endpoints:
-            raise ValidationError("no etcd endpoints", field="registry")
-        self._endpoints = [_split_endpoint(e) for e in endpoints]
-        self._prefix = prefix.strip("/") or DEFAULT_PREFIX
-        self.url = f"etcd://{','.join(f'{h}:{p}' for h, p in self._endpoints)}/{self._prefix}"
+        if access is None:
+            if not endpoints:
+                raise ValidationError("no etcd endpoints", field="registry")
+            access = EtcdAccess(endpoints=tuple(split_endpoint(e) for e in endpoints),
+                                prefix=prefix.strip("/") or DEFAULT_PREFIX)
+        self._access = access
+        self._prefix = access.prefix
+        self.url = access.url
         self._timeout = timeout
         root = f"/{self._prefix}/"
         self._schema_root = (root + "schema/").encode()
         self._nodes_root = (root + "nodes/").encode()
-        self._client: Any = None
+        self._client: EtcdConnection | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._watch_stub: Any = None
         self._connect_lock = asyncio.Lock()
         self._closed = False
         self._watch_calls: set[Any] = set()
 
     # --- connection -----------------------------------------------------------
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> EtcdConnection:
         if self._closed:
             raise RegistryUnavailableError("registry is closed")
         loop = asyncio.get_running_loop()
         if self._client is not None and self._client_loop is not loop:
             # A gRPC channel serves the event loop it was made on; that one has
             # ended (``asyncio.run`` called again): connect afresh on this one.
-            self._client = self._watch_stub = None
+            self._client = None
             self._connect_lock = asyncio.Lock()
         if self._client is not None:
             return self._client
         async with self._connect_lock:
             if self._client is None:
-                try:
-                    host, port = await _grpc_target(self._endpoints)
-                except OSError as exc:  # a member's name does not resolve (yet)
-                    raise RegistryUnavailableError(f"etcd {self.url}: {exc}") from exc
-                client = aetcd.Client(
-                    host=host, port=port, timeout=math.ceil(self._timeout),
-                    options=_CHANNEL_OPTIONS,
-                )
-                try:
-                    await client.connect()
-                except aetcd.ClientError as exc:
-                    raise RegistryUnavailableError(f"etcd {self.url}: {exc}") from exc
-                self._watch_stub = rpc.WatchStub(client.channel)
+                client = EtcdConnection(self._access, self._timeout, _CHANNEL_OPTIONS)
+                await client.open()
                 self._client = client
                 self._client_loop = loop
         return self._client
 
     def _metadata(self, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
-        base = tuple(self._client.metadata or ()) if self._client is not None else ()
+        base = self._client.metadata if self._client is not None else ()
         return base + extra
 
     async def _unary(self, method: str, request: Any, grpc_timeout: float | None = None) -> Any:
-        """One unary call on the KV/Lease stubs; errors mapped to schemacache errors."""
+        """One unary call on the KV/Lease stubs; errors mapped to schemacache errors.
+        A call whose auth token expired is repeated once with a new token."""
         client = await self._connect()
         stub_name, _, rpc_name = method.partition(".")
-        stub = getattr(client, stub_name)
-        try:
-            return await getattr(stub, rpc_name)(
-                request,
-                timeout=self._timeout if grpc_timeout is None else grpc_timeout,
-                metadata=self._metadata(),
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._map_error(exc) from exc
+        call = getattr(getattr(client, stub_name), rpc_name)
+        for attempt in (1, 2):
+            metadata = self._metadata()
+            try:
+                return await call(
+                    request,
+                    timeout=self._timeout if grpc_timeout is None else grpc_timeout,
+                    metadata=metadata,
+                    wait_for_ready=True,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 1 and client.token_rejected(exc):
+                    await client.renew_token(metadata)
+                    continue
+                raise await self._map_error(exc) from exc
+        raise AssertionError("unreachable")
 
     async def _read(self, method: str, request: Any) -> Any:
         """A read, retried on transient errors until the call timeout runs out."""
@@ -216,18 +240,22 @@ class EtcdRegistry(Registry):
             remaining = deadline - loop.time()
             try:
                 return await self._unary(method, request, grpc_timeout=max(remaining, 0.01))
+            except RegistryAccessError:
+                raise  # refused, not unreachable: asking again changes nothing
             except RegistryUnavailableError:
                 if self._closed or loop.time() + delay >= deadline:
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, READ_BACKOFF_MAX)
 
-    def _map_error(self, exc: grpc.aio.AioRpcError) -> Exception:
+    async def _map_error(self, exc: grpc.aio.AioRpcError) -> Exception:
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return CompactedError(0)
         if "request is too large" in details:
             return ValidationError(f"resource too large for etcd ({details})")
+        if self._client is not None and code in _EXPLAINED_CODES:
+            return await self._client.explain(exc)
         if code in _TRANSIENT_CODES:
             return RegistryUnavailableError(f"etcd {self.url}: {code.name}: {details}")
         return SchemaCacheError(f"etcd {self.url}: {code.name}: {details}")
@@ -449,6 +477,10 @@ class EtcdRegistry(Registry):
             )
         except CompactedError:
             pass  # already compacted at or past this revision
+        except RegistryPermissionError as exc:
+            raise RegistryPermissionError(
+                f"etcd {self.url}: permission denied to compact: compaction acts on the "
+                f"whole cluster, not one prefix; it needs the root role ({exc})") from None
 
     # --- changes ----------------------------------------------------------------------
 
@@ -478,9 +510,11 @@ class EtcdRegistry(Registry):
         start = self._skey(prefix)
         end = _prefix_end(start)
         delay = WATCH_BACKOFF_MIN
+        renewed = False
         while not self._closed:
             try:
                 async for item in self._watch_stream(start, end, next_rev, progress):
+                    renewed = False
                     if isinstance(item, WatchProgress):
                         yield item
                         next_rev = item.revision + 1
@@ -489,6 +523,15 @@ class EtcdRegistry(Registry):
                         yield event
                     next_rev = item[-1].revision + 1
                     delay = WATCH_BACKOFF_MIN
+            except _WatchDenied as exc:
+                client = await self._connect()
+                if renewed or self._access.user is None:
+                    raise client.permission_error(str(exc), f"watch {prefix!r}") from None
+                await client.renew_token(exc.metadata)  # then watch again at once
+                renewed = True
+                continue
+            except RegistryAccessError:
+                raise  # the caller must hear of it: re-watching will not fix it
             except (grpc.aio.AioRpcError, _WatchBroken, RegistryUnavailableError):
                 if self._closed:
                     return
@@ -506,7 +549,7 @@ class EtcdRegistry(Registry):
     ) -> AsyncIterator[_List[Event] | WatchProgress]:
         """One etcd watch stream from ``start_revision``; yields each response's
         events, and with ``progress`` its progress notifications."""
-        await self._connect()
+        client = await self._connect()
         done = asyncio.Event()
         create = rpc.WatchRequest(
             create_request=rpc.WatchCreateRequest(
@@ -519,8 +562,9 @@ class EtcdRegistry(Registry):
             yield create
             await done.wait()  # keep the request side open for the stream's lifetime
 
-        call = self._watch_stub.Watch(
-            requests(), metadata=self._metadata((_REQUIRE_LEADER,)), wait_for_ready=True
+        token = self._metadata()
+        call = client.watchstub.Watch(
+            requests(), metadata=(*token, _REQUIRE_LEADER), wait_for_ready=True
         )
         self._watch_calls.add(call)
         watch_id: int | None = None
@@ -529,7 +573,10 @@ class EtcdRegistry(Registry):
                 if resp.compact_revision:
                     raise CompactedError(resp.compact_revision, start_revision)
                 if resp.canceled:
-                    raise _WatchBroken(resp.cancel_reason or "watch cancelled by the server")
+                    reason = resp.cancel_reason or "watch cancelled by the server"
+                    if "permission denied" in reason or client.token_rejected(reason):
+                        raise _WatchDenied(reason, token)
+                    raise _WatchBroken(reason)
                 if resp.created:
                     # The creation answer's revision says nothing about events.
                     watch_id = resp.watch_id
@@ -589,16 +636,22 @@ class EtcdRegistry(Registry):
     async def _keepalive(self, lease_id: int) -> int:
         """Renew a lease once; its remaining TTL (``<= 0`` when it has expired)."""
         client = await self._connect()
-        call = client.leasestub.LeaseKeepAlive(
-            iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
-            timeout=self._timeout, metadata=self._metadata(), wait_for_ready=True,
-        )
-        try:
-            reply = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise self._map_error(exc) from exc
-        finally:
-            call.cancel()
+        for attempt in (1, 2):
+            metadata = self._metadata()
+            call = client.leasestub.LeaseKeepAlive(
+                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                timeout=self._timeout, metadata=metadata, wait_for_ready=True,
+            )
+            try:
+                reply = await call.read()
+                break
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 1 and client.token_rejected(exc):
+                    await client.renew_token(metadata)
+                    continue
+                raise await self._map_error(exc) from exc
+            finally:
+                call.cancel()
         if reply is grpc.aio.EOF:
             return 0
         return int(reply.TTL)
@@ -643,49 +696,3 @@ def _bare_resource(key: str) -> Resource:
     """A stand-in for a deleted resource whose last version was compacted away."""
     kind, group, name = parse_key(key)
     return Resource.from_stored({"kind": kind, "metadata": {"group": group, "name": name}})
-
-
-def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    endpoint = endpoint.strip().removeprefix("http://")
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or "]" in port:
-        return endpoint.strip("[]"), DEFAULT_PORT
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError:
-        raise ValidationError(f"bad etcd endpoint {endpoint!r}", field="registry") from None
-
-
-def _is_ip(host: str, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == version
-    except ValueError:
-        return False
-
-
-async def _grpc_target(endpoints: Iterable[tuple[str, int]]) -> tuple[str, int]:
-    """``(host, port)`` for :class:`aetcd.Client` whose ``host:port`` is one gRPC
-    target naming every member, so the channel fails over between them."""
-    eps = list(endpoints)
-    if len(eps) == 1 and not _is_ip(eps[0][0], 4) and not _is_ip(eps[0][0], 6):
-        return eps[0]  # one name: let gRPC's DNS resolver handle it
-    resolved: list[tuple[str, int]] = []
-    loop = asyncio.get_running_loop()
-    for host, port in eps:
-        if _is_ip(host, 4) or _is_ip(host, 6):
-            resolved.append((host, port))
-            continue
-        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET,
-                                       type=socket.SOCK_STREAM)
-        resolved.extend((str(info[4][0]), port) for info in infos[:1])
-    if all(_is_ip(h, 4) for h, _ in resolved):
-        scheme, fmt = "ipv4:", "{}:{}"
-    elif all(_is_ip(h, 6) for h, _ in resolved):
-        scheme, fmt = "ipv6:", "[{}]:{}"
-    else:
-        raise ValidationError("etcd endpoints mix IPv4 and IPv6 addresses", field="registry")
-    *head, (last_host, last_port) = resolved
-    parts = [fmt.format(h, p) for h, p in head]
-    parts.append(f"[{last_host}]" if scheme == "ipv6:" else last_host)
-    return scheme + ",".join(parts), last_port
-
