@@ -102,6 +102,8 @@ class EtcdTls:
         itself and put in :meth:`EtcdCluster.url`).
     :param client_key: its private key.
     :param client_cert_auth: members require a client certificate signed by ``ca``.
+    :param verify_health: verify the members' certificate when polling their health
+        (default ``True``; ``False`` for a cluster whose certificate is meant to be bad).
     """
 
     ca: Path
@@ -110,14 +112,19 @@ class EtcdTls:
     client_cert: Path | None = None
     client_key: Path | None = None
     client_cert_auth: bool = False
+    verify_health: bool = True
 
     def args(self) -> list[str]:
-        args = ["--cert-file", str(self.cert), "--key-file", str(self.key),
-                "--trusted-ca-file", str(self.ca)]
-        return args + (["--client-cert-auth"] if self.client_cert_auth else [])
+        args = ["--cert-file", str(self.cert), "--key-file", str(self.key)]
+        if self.client_cert_auth:  # a trusted CA alone already makes etcd ask for one
+            args += ["--client-cert-auth", "--trusted-ca-file", str(self.ca)]
+        return args
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca))
+        if not self.verify_health:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         if self.client_cert is not None:
             ctx.load_cert_chain(str(self.client_cert), str(self.client_key or ""))
         return ctx

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ValidationError
@@ -13,6 +14,11 @@ from .base import (
     Registry,
     WatchProgress,
 )
+
+# gRPC's core logs every failed TLS handshake on stderr at INFO level, several
+# times a second; the etcd registry reports such failures itself, in one line.
+# gRPC reads this when it is first imported, which the etcd backend does later.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 __all__ = ["DEFAULT_HISTORY", "DEFAULT_NODE_TTL", "NodeInfo", "NodeLease", "Registry",
            "WatchProgress", "open_registry"]
