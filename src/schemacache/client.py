@@ -151,8 +151,10 @@ class RegistryClient:
         except httpx.TimeoutException:
             raise ClientError(0, "timeout", f"{self.server} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise ClientError(0, "unreachable",
-                              f"cannot reach {self.server}: {exc or type(exc).__name__}") from None
+            hint = (f" (pass --cacert or set {CACERT_ENV} to the CA that signed it)"
+                    if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
+            raise ClientError(0, "unreachable", f"cannot reach {self.server}: "
+                                                f"{exc or type(exc).__name__}{hint}") from None
         try:
             body = response.json()
         except ValueError:
