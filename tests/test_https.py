@@ -92,3 +92,28 @@ def test_bad_tls_files_are_one_line_errors(tmp_path: Path, secure_pki: Any) -> N
                 "--tls-cert", str(secure_pki.server.cert), "--tls-key", str(secure_pki.ca))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "cannot use TLS certificate" in r.stderr
+
+
+def test_up_on_a_secured_etcd(secure_etcd: Any, tmp_path: Path) -> None:
+    user, password, prefix = "up-app", f"pw-{uuid.uuid4().hex}", f"sec/u{uuid.uuid4().hex[:8]}"
+    secure_etcd.add_user(user, password, prefix)
+    up = Proc(["up", "--nodes", "1", "--data-dir", str(tmp_path / "var"), "--listen",
+               "127.0.0.1:0", "--registry", secure_etcd.url(prefix, user=user)],
+              cwd=tmp_path, env={"SCHEMACACHE_ETCD_PASSWORD": password})
+    try:
+        api = up.wait_url()
+
+        def converged() -> bool:
+            r = run_cli("status", "-o", "json", server=api)
+            if r.returncode != 0:
+                return False
+            cluster = json.loads(r.stdout)
+            return [(e.get("status") or {}).get("cache", {}).get("digest")
+                    for e in cluster["nodes"]] == [cluster["digest"]]
+
+        up.wait_for(converged, timeout=CONVERGE_TIMEOUT, what="the node to converge")
+    finally:
+        assert up.stop() == 0, up.output
+    logs = [up.output] + [p.read_text() for p in (tmp_path / "var" / "nodes").glob("*.log")]
+    assert len(logs) == 2 and not any(password in text for text in logs)
+    assert not (tmp_path / "var" / "registry.db").exists()

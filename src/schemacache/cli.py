@@ -295,11 +295,15 @@ def up(
     nodes: Annotated[int, typer.Option(min=1, max=64, help="number of nodes")] = 3,
     data_dir: Annotated[Path, typer.Option(help="registry and node state")] = Path("./var"),
     listen: Annotated[str, typer.Option(help="registry API host:port")] = DEFAULT_LISTEN,
+    registry: Annotated[str | None, typer.Option(
+        help="registry URL shared by the API and the nodes (default: "
+             "sqlite:///DATA_DIR/registry.db; etcd:// and etcds:// work too)")] = None,
 ) -> None:
     """Run a local cluster: SQLite registry, the API and N nodes, until Ctrl-C."""
     from .cluster import run_up
 
-    raise typer.Exit(_run(run_up(nodes=nodes, data_dir=data_dir, listen=listen)))
+    raise typer.Exit(_run(run_up(nodes=nodes, data_dir=data_dir, listen=listen,
+                                 registry=registry)))
 
 
 @app.command()

@@ -245,7 +245,8 @@ async def _stop_all(nodes: list[NodeProcess]) -> None:
 
 
 async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
-                 listen: str = "127.0.0.1:8080", console: Console | None = None) -> int:
+                 listen: str = "127.0.0.1:8080", console: Console | None = None,
+                 registry: str | None = None) -> int:
     """Run the local cluster until SIGINT/SIGTERM; returns the exit code.
 
     :param nodes: number of node subprocesses (default 3).
@@ -253,6 +254,8 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
         an existing one is reused.
     :param listen: ``host:port`` of the registry API (default ``127.0.0.1:8080``).
     :param console: where to print (default: stdout).
+    :param registry: registry URL the API and the nodes share (default: the
+        embedded SQLite file ``data_dir/registry.db``).
     """
     from .api.http import is_loopback, parse_listen
 
@@ -261,7 +264,7 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
         out.print("error: up serves the API without a token; bind a loopback address")
         return 2
     _make_dir(data_dir)
-    registry_url = sqlite_url(data_dir / "registry.db")
+    registry_url = registry or sqlite_url(data_dir / "registry.db")
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     api = _ApiServer(registry_url, listen)
