@@ -549,6 +549,7 @@ def export(
         help="target directory, new or empty (created if missing)")],
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Write the whole registry as BanyanDB documents, one file per object.
 
@@ -558,7 +559,7 @@ def export(
     from .banyandb import export as export_documents
 
     async def listing() -> dict[str, Any]:
-        async with RegistryClient(server, token) as client:
+        async with RegistryClient(server, token, cacert=cacert) as client:
             return await client.list_resources()
 
     docs = _run(listing())["items"]
