@@ -121,6 +121,46 @@ async def test_tokens_expire_under_calls_an_open_watch_and_a_lease(secure_etcd: 
         await reg.close()
 
 
+async def put_retrying(reg: Registry, resource: Any) -> int:
+    """``put``, retried while the registry is unavailable (a member restarting)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return await reg.put(resource)
+        except RegistryUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_a_watch_outlives_expired_tokens_and_member_restarts(secure_etcd: Any) -> None:
+    reg = open_registry(secure_etcd.rbac_url(f"sec/r{uuid.uuid4().hex[:8]}"))
+    events: list[Event] = []
+    try:
+        written = [await reg.put(group("g0"))]
+
+        async def follow() -> None:
+            async for ev in reg.watch("", start_revision=written[0]):
+                events.append(ev)
+
+        watcher = asyncio.create_task(follow())
+        for i in (1, 2):
+            await until(lambda: len(events) == len(written), "the events so far")
+            await token_expired(reg)
+            # the open watch breaks and is re-created with its expired token
+            await asyncio.to_thread(secure_etcd.restart, 0)
+            written.append(await put_retrying(reg, group(f"g{i}")))
+        await until(lambda: len(events) == 3, "every event")
+        assert [(e.key, e.revision) for e in events] == [
+            (f"group/g{i}", rev) for i, rev in enumerate(written)]
+        assert not watcher.done()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    finally:
+        await reg.close()
+
+
 async def test_node_end_to_end_across_token_expiry(secure_etcd: Any, tmp_path: Path) -> None:
     url = secure_etcd.rbac_url(f"sec/n{uuid.uuid4().hex[:8]}")
     password = password_of(url)
@@ -194,15 +234,7 @@ async def test_member_sigkill_in_a_three_member_tls_cluster(secure_pki: Any) -> 
         cluster.kill(0)  # the member the channel picked first
         await token_expired(reg)
         for i in range(5, 10):
-            deadline = time.monotonic() + DEADLINE
-            while True:
-                try:
-                    revisions[f"group/g{i}"] = await reg.put(group(f"g{i}"))
-                    break
-                except RegistryUnavailableError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            revisions[f"group/g{i}"] = await put_retrying(reg, group(f"g{i}"))
         items, _ = await reg.list()
         final = {r.key: r.mod_revision for r in items}
         assert set(final) == {f"group/g{i}" for i in range(10)}

@@ -510,11 +510,17 @@ class EtcdRegistry(Registry):
         start = self._skey(prefix)
         end = _prefix_end(start)
         delay = WATCH_BACKOFF_MIN
+        # A watch refused right after its token was renewed is refused for good
+        # reason; one refused after a watch had run is an expired token.
         renewed = False
+        created: _List[bool] = []  # set by the stream once etcd accepted the watch
         while not self._closed:
+            if created:
+                renewed = False
+            created.clear()
             try:
-                async for item in self._watch_stream(start, end, next_rev, progress):
-                    renewed = False
+                async for item in self._watch_stream(start, end, next_rev, progress,
+                                                     created):
                     if isinstance(item, WatchProgress):
                         yield item
                         next_rev = item.revision + 1
@@ -525,7 +531,7 @@ class EtcdRegistry(Registry):
                     delay = WATCH_BACKOFF_MIN
             except _WatchDenied as exc:
                 client = await self._connect()
-                if renewed or self._access.user is None:
+                if (renewed and not created) or self._access.user is None:
                     raise client.permission_error(str(exc), f"watch {prefix!r}") from None
                 await client.renew_token(exc.metadata)  # then watch again at once
                 renewed = True
@@ -545,10 +551,12 @@ class EtcdRegistry(Registry):
             delay = min(delay * 2, WATCH_BACKOFF_MAX)
 
     async def _watch_stream(
-        self, start: bytes, end: bytes, start_revision: int, progress: bool
+        self, start: bytes, end: bytes, start_revision: int, progress: bool,
+        created: _List[bool],
     ) -> AsyncIterator[_List[Event] | WatchProgress]:
         """One etcd watch stream from ``start_revision``; yields each response's
-        events, and with ``progress`` its progress notifications."""
+        events, and with ``progress`` its progress notifications.  Appends to
+        ``created`` once etcd has accepted the watch."""
         client = await self._connect()
         done = asyncio.Event()
         create = rpc.WatchRequest(
@@ -580,6 +588,7 @@ class EtcdRegistry(Registry):
                 if resp.created:
                     # The creation answer's revision says nothing about events.
                     watch_id = resp.watch_id
+                    created.append(True)
                 elif resp.events:
                     yield [self._event(ev) for ev in resp.events]
                 elif (progress and resp.watch_id == watch_id
