@@ -25,7 +25,13 @@ from aetcd import rpc
 
 from conftest import TOKEN_TTL, secure_cluster
 from factories import group, measure
-from schemacache import Event, Registry, RegistryUnavailableError, open_registry
+from schemacache import (
+    Event,
+    Registry,
+    RegistryPermissionError,
+    RegistryUnavailableError,
+    open_registry,
+)
 from schemacache.model import digest_of
 from schemacache.node import Node, RetryPolicy
 from schemacache.testing import FaultyHandler
@@ -249,3 +255,26 @@ async def test_member_sigkill_in_a_three_member_tls_cluster(secure_pki: Any) -> 
         await reg.close()
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_a_read_only_role_reads_and_says_what_a_write_lacks(secure_etcd: Any) -> None:
+    prefix = f"sec/ro{uuid.uuid4().hex[:8]}"
+    writer = open_registry(secure_etcd.rbac_url(prefix))
+    user, password = f"reader-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    secure_etcd.add_user(user, password, prefix, permission="READ")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SCHEMACACHE_ETCD_PASSWORD", password)
+        reader = open_registry(secure_etcd.url(prefix, user=user))
+    try:
+        rev = await writer.put(group("g"))
+        assert (await reader.get("group/g")).mod_revision == rev
+        with pytest.raises(RegistryPermissionError) as err:
+            await reader.put(group("h"))
+        message = str(err.value)
+        assert f"user '{user}' needs a role with readwrite on /{prefix}/" in message
+        assert "127.0.0.1:" in message and password not in message
+        # etcd 3.5 lets any authenticated user compact (the whole keyspace)
+        await writer.compact(rev)
+    finally:
+        await reader.close()
+        await writer.close()
