@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from aetcd import rpc
@@ -122,6 +122,7 @@ _PUT_EVENT = 0
 _DELETE_EVENT = 1
 
 
+_T = TypeVar("_T")
 _List = list  # the registry's own ``list`` method shadows the builtin in its body
 
 
@@ -215,15 +216,20 @@ class EtcdRegistry(Registry):
         client = await self._connect()
         stub_name, _, rpc_name = method.partition(".")
         call = getattr(getattr(client, stub_name), rpc_name)
+        timeout = self._timeout if grpc_timeout is None else grpc_timeout
+        return await self._with_token(client, lambda metadata: call(
+            request, timeout=timeout, metadata=metadata, wait_for_ready=True))
+
+    async def _with_token(
+        self, client: EtcdConnection,
+        call: Callable[[tuple[tuple[str, str], ...]], Awaitable[_T]],
+    ) -> _T:
+        """``call(metadata)``, repeated once with a new token if etcd rejected the
+        first one; gRPC errors mapped to schemacache errors."""
         for attempt in (1, 2):
             metadata = self._metadata()
             try:
-                return await call(
-                    request,
-                    timeout=self._timeout if grpc_timeout is None else grpc_timeout,
-                    metadata=metadata,
-                    wait_for_ready=True,
-                )
+                return await call(metadata)
             except grpc.aio.AioRpcError as exc:
                 if attempt == 1 and client.token_rejected(exc):
                     await client.renew_token(metadata)
@@ -645,22 +651,18 @@ class EtcdRegistry(Registry):
     async def _keepalive(self, lease_id: int) -> int:
         """Renew a lease once; its remaining TTL (``<= 0`` when it has expired)."""
         client = await self._connect()
-        for attempt in (1, 2):
-            metadata = self._metadata()
+
+        async def read_once(metadata: tuple[tuple[str, str], ...]) -> Any:
             call = client.leasestub.LeaseKeepAlive(
                 iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
                 timeout=self._timeout, metadata=metadata, wait_for_ready=True,
             )
             try:
-                reply = await call.read()
-                break
-            except grpc.aio.AioRpcError as exc:
-                if attempt == 1 and client.token_rejected(exc):
-                    await client.renew_token(metadata)
-                    continue
-                raise await self._map_error(exc) from exc
+                return await call.read()
             finally:
                 call.cancel()
+
+        reply = await self._with_token(client, read_once)
         if reply is grpc.aio.EOF:
             return 0
         return int(reply.TTL)
