@@ -276,6 +276,44 @@ def read_record(path: Path) -> list[list[Call]]:
     return lifetimes
 
 
+def backwards_calls(lifetimes: list[list[Call]],
+                    delete_end: Callable[[str, int], int | None]) -> list[str]:
+    """Where a handler's record goes back in time (DESIGN.md invariant 2), across
+    every lifetime: per key, an apply never hands a version older than one
+    handed before (a repeat is allowed: at-least-once), and after a delete the
+    key only comes back with a version newer than the delete's revision.
+
+    :param delete_end: ``(key, version)`` → revision of the delete that ended the
+        life holding that version (``None`` if it was never deleted).
+    :returns: one text per problem (empty when the record never went back).
+    """
+    problems: list[str] = []
+    floor: dict[str, tuple[int, bool, int]] = {}  # key -> (revision, deleted, lifetime)
+    for n, calls in enumerate(lifetimes):
+        for call in calls:
+            if call.op.startswith("fail"):
+                continue
+            prev = floor.get(call.key)
+            v = call.revision
+            if call.op == "apply":
+                if prev is not None and (v < prev[0] or (prev[1] and v <= prev[0])):
+                    what = "delete at" if prev[1] else "apply of"
+                    problems.append(f"life {n}: apply {call.key} {v} after the {what} "
+                                    f"{prev[0]} (life {prev[2]})")
+                floor[call.key] = (v, False, n)
+            else:
+                if prev is not None and not prev[1] and v < prev[0]:
+                    problems.append(f"life {n}: delete {call.key} hands {v} after the apply "
+                                    f"of {prev[0]} (life {prev[2]})")
+                ended = delete_end(call.key, v)
+                if ended is None:
+                    problems.append(f"life {n}: delete {call.key} {v}, but that version was "
+                                    "never deleted")
+                    continue
+                floor[call.key] = (max(ended, prev[0] if prev else 0), True, n)
+    return problems
+
+
 # The webhook receiver is schemacache.testing.AlertReceiver (re-exported here).
 
 

@@ -11,11 +11,17 @@ file shows what the handler saw even across SIGKILL:
 
 Failed calls are recorded as ``fail <op> <key> <mod_revision>``.  Faults come
 from the file named by ``SCHEMACACHE_FAULTS`` (see :mod:`schemacache.testing`).
+
+With :data:`KILL_ENV` naming a file that holds ``<op> <key> <delay_ms>`` (read
+at each call, so a test arms it while the node runs), the handler SIGKILLs its
+own process ``delay_ms`` after it recorded a successful call of ``op`` on
+``key`` (0: at once, before the call returns to the node).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -24,6 +30,12 @@ from schemacache.testing import FaultyHandler
 
 RECORD_ENV = "SCHEMACACHE_TEST_RECORD"
 """Environment variable naming the record file."""
+KILL_ENV = "SCHEMACACHE_TEST_KILL_FILE"
+"""Environment variable naming the kill trigger file (``<op> <key> <delay_ms>``)."""
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RecordingHandler(FaultyHandler):
@@ -38,6 +50,7 @@ class RecordingHandler(FaultyHandler):
         self._lock = threading.Lock()
         self._file = open(path, "a", encoding="utf-8")  # lives as long as the process
         self._write(f"start {os.getpid()}")
+        self._kill_file = os.environ.get(KILL_ENV)
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -52,6 +65,20 @@ class RecordingHandler(FaultyHandler):
             self._write(f"fail {op} {resource.key} {resource.mod_revision}")
             raise
         self._write(f"{op} {resource.key} {resource.mod_revision}")
+        if self._kill_file:
+            self._maybe_die(op, resource.key)
+
+    def _maybe_die(self, op: str, key: str) -> None:
+        try:
+            want_op, want_key, delay_ms = Path(self._kill_file).read_text().split()
+        except (OSError, ValueError):
+            return
+        if (want_op, want_key) != (op, key):
+            return
+        delay = float(delay_ms) / 1000
+        if delay <= 0:
+            _kill_self()
+        threading.Timer(delay, _kill_self).start()
 
     def apply(self, resource: Resource) -> None:  # type: ignore[override]
         self._checked("apply", resource)

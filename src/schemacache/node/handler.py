@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import inspect
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..model import Resource
@@ -89,26 +89,31 @@ class HandlerCaller:
             if inspect.isawaitable(result):  # a plain function that returned a coroutine
                 await result
 
-    async def replay(self, resources: list[Resource]) -> dict[str, BaseException]:
-        """Apply ``resources`` in order (state rebuild after a restart); returns the
-        errors by key.  Plain handlers get the whole list in one thread."""
+    async def replay(self, applies: Sequence[Resource],
+                     deletes: Sequence[Resource] = ()) -> dict[str, BaseException]:
+        """Apply ``applies``, then delete ``deletes``, in the order given (state
+        rebuild after a restart); returns the errors by key.  A plain handler
+        gets the whole work in one thread.
+
+        :param applies: resources to apply.
+        :param deletes: resources to delete (default none).
+        """
         errors: dict[str, BaseException] = {}
-        entry = self._fns.get("apply")
-        if entry is None or not resources:
+        work = [("apply", r) for r in applies] + [("delete", r) for r in deletes]
+        if not self._fns or not work:
             return errors
-        fn, is_async = entry
-        if is_async:
-            for r in resources:
+        if any(is_async for _, is_async in self._fns.values()):
+            for op, r in work:
                 try:
-                    await _call_async(fn, r, self.timeout)
+                    await self.call(op, r)
                 except Exception as exc:
                     errors[r.key] = exc
             return errors
 
         def run_all() -> None:
-            for r in resources:
+            for op, r in work:
                 try:
-                    fn(r)
+                    self._fns[op][0](r)
                 except Exception as exc:
                     errors[r.key] = exc
 

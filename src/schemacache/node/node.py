@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from .._gc import freeze_long_lived, gc_paused
-from ..kinds import KINDS, apply_order
+from ..kinds import KINDS, apply_order, delete_order
 from ..model import Resource
 from ..observe import alerts
 from ..observe.alerts import Alerter
@@ -44,6 +44,7 @@ from .retry import RetryPolicy
 from .state import StateStore
 from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, RESTART_REASONS, Syncer
 from .tasks import cancel_and_wait
+from .text import error_text, safe
 
 log = logging.getLogger(__name__)
 
@@ -267,18 +268,21 @@ class Node:
 
     async def _replay(self) -> None:
         rec = self._reconciler
-        if self.handler is None or not rec.applied:
+        if self.handler is None:
+            return
+        applies, deletes = rec.replay_plan()
+        if not applies and not deletes:
             return
         started = time.perf_counter()
-        resources = apply_order(r for _, r in rec.applied.values())
-        errors = await rec.caller.replay(resources)
-        if errors:
-            for key, exc in sorted(errors.items()):
-                log.warning("re-applying %s at start-up failed (%s: %s); it will be retried",
-                            key, type(exc).__name__, exc)
-            rec.mark_reapply(errors)
-        log.info("re-applied %d resources to the handler in %.3fs", len(resources),
-                 time.perf_counter() - started)
+        applies = apply_order(applies)
+        deletes = delete_order(deletes)
+        errors = await rec.caller.replay(applies, deletes)
+        for key, exc in sorted(errors.items()):
+            log.warning("re-applying %s at start-up failed (%s); it will be retried",
+                        safe(key), error_text(exc))
+        rec.replayed(applies, deletes, errors)
+        log.info("re-applied %d and re-deleted %d resources to the handler in %.3fs",
+                 len(applies), len(deletes), time.perf_counter() - started)
 
     async def _await_ready(self, backlog: WorkBatch | None) -> None:
         syncer = self._syncer

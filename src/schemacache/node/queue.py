@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 PRIO_LIVE = 0
 """Keys changed by a watch event."""
@@ -143,7 +144,12 @@ class WorkQueue:
 
     async def wait_urgent_below(self, limit: int) -> None:
         """Return once fewer than ``limit`` keys wait at live or retry priority."""
-        while self._urgent >= limit and not self._shutdown:
+        await self.wait_for(lambda: self._urgent < limit)
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checking it each time a worker
+        takes a key (or at shutdown)."""
+        while not condition() and not self._shutdown:
             self._progress.clear()
             await self._progress.wait()
 

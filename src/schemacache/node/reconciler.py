@@ -31,6 +31,7 @@ from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
 from .retry import RetryPolicy, backoff_bound
 from .state import FailureRecord, LoadedState, StateStore
 from .tasks import cancel_and_wait
+from .text import error_text, safe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ UNKNOWN_REVISION = -1
 registry reset, or when re-applying it at start-up failed)."""
 YIELD_EVERY = 64
 """Keys a worker handles without a handler await before yielding to the loop."""
-ERROR_TEXT_LIMIT = 2000
 
 NODE_KIND = "node"
 
@@ -96,11 +96,6 @@ def _kind(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:ERROR_TEXT_LIMIT]
-
-
 class Reconciler:
     """Desired/applied state, the work queue, the workers and the retry limiter.
 
@@ -143,6 +138,10 @@ class Reconciler:
         self._waiters: dict[str, set[str]] = {}
         self._dependents: dict[str, set[str]] = {}
         self._unsettled: dict[str, int] = {}
+        # Keys whose handler call waits for their desired row to be committed
+        # (write-ahead), with the priority they go back to the queue at then.
+        self._awaiting_commit: dict[str, int] = {}
+        self._awaiting_urgent = 0  # of those, keys at live or retry priority
         self._heap: list[tuple[int, str]] = []
         self._running: dict[str, float] = {}
         self._batches: list[WorkBatch] = []
@@ -154,6 +153,7 @@ class Reconciler:
         self._progress = asyncio.Event()
         self._progress_used = False
         self._loop = asyncio.get_running_loop()
+        store.on_desired_committed = self._desired_committed
 
     # ------------------------------------------------------------------ loading
 
@@ -195,6 +195,59 @@ class Reconciler:
             if entry is not None:
                 self.applied[key] = (UNKNOWN_REVISION, entry[1])
 
+    def replay_plan(self) -> tuple[list[Resource], list[Resource]]:
+        """What a restarted handler must be handed to rebuild its state: the
+        resources to apply and those to delete.
+
+        Per key, the newest version the handler may have seen: the applied one
+        for a settled key; for any other key, its durable desired version --
+        a handler is never handed a version before that row is committed, so
+        it is never older than anything handed before the crash -- as an
+        apply, or as a delete for a tombstone.  A stale applied version is
+        never handed over again.
+        """
+        applies: list[Resource] = []
+        deletes: list[Resource] = []
+        for key, d in self.desired.items():
+            a = self.applied.get(key)
+            if d.deleted:
+                if a is not None:
+                    # The tombstone carries the registry's last version: the one
+                    # the handler may hold, possibly newer than the applied one.
+                    deletes.append(d.resource)
+            elif a is not None and a[0] == d.revision:
+                applies.append(a[1])
+            else:
+                applies.append(d.resource)
+        return applies, deletes
+
+    def replayed(self, applies: list[Resource], deletes: list[Resource],
+                 errors: dict[str, BaseException]) -> None:
+        """Adopt the outcome of the start-up replay (see :meth:`replay_plan`)."""
+        for res in applies:
+            key = res.key
+            d = self.desired[key]
+            previous = self.applied.get(key)
+            if key in errors or (previous is not None and previous[0] == d.revision):
+                continue
+            self.applied[key] = (d.revision, res)
+            self.store.put_applied(key, d.revision, res)
+            self._index_dependents(key, previous[1] if previous else None,
+                                   _prerequisite_keys(res))
+            if previous is None:
+                self._count_kind(_kind(key), +1)
+        for res in deletes:
+            key = res.key
+            if key in errors:
+                continue
+            previous = self.applied.pop(key, None)
+            self.store.delete_applied(key)
+            if previous is not None:
+                self._index_dependents(key, previous[1], ())
+                self._count_kind(_kind(key), -1)
+        self.mark_reapply(errors)
+        self.cache.invalidate()
+
     def enqueue_backlog(self) -> WorkBatch:
         """Enqueue every key whose desired != applied (after loading state)."""
         return self._enqueue_unsettled(self.desired.keys(), manual=False, prio=PRIO_LIVE)
@@ -223,8 +276,11 @@ class Reconciler:
                 await self._reconcile(key, prio)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reconcile of %s failed unexpectedly", key)
+            except Exception as exc:
+                # A bug must not lose the key: it is retried by the normal rules.
+                log.exception("reconcile of %s failed unexpectedly; it will be retried",
+                              safe(key))
+                self._retry_after_error(key, exc)
             finally:
                 self.queue.done(key)
             if self._batches and self._is_final(key):
@@ -279,7 +335,7 @@ class Reconciler:
             self._wake_waiters(key)
         else:
             self._mark_unsettled(key, d.revision)
-            self.queue.add(key, prio)
+            self._enqueue(key, prio)
 
     # ------------------------------------------------------------------ repair
 
@@ -379,7 +435,7 @@ class Reconciler:
         deletes.sort(key=lambda k: (-level(_kind(k)), k))
         batch = WorkBatch(set(puts) | set(deletes))
         for key in puts + deletes:
-            self.queue.add(key, prio)
+            self._enqueue(key, prio)
         if batch.outstanding:
             self._batches.append(batch)
         else:
@@ -420,11 +476,16 @@ class Reconciler:
             return
         self._unpark(key)
 
+        revision = d.revision
+        if self.caller.active and not self.store.desired_durable(key, revision):
+            # Write-ahead: the handler sees no version before its desired row
+            # is durable; the commit puts the key back in the queue.
+            self._await_commit(key, prio)
+            return
         applied = self.applied.get(key)
         op = "delete" if d.deleted else "apply"
         resource = applied[1] if d.deleted and applied is not None else d.resource
         kind = resource.kind
-        revision = d.revision
         self._running[key] = now
         started = time.perf_counter()
         outcome = "ok"
@@ -437,7 +498,7 @@ class Reconciler:
             outcome, error = "timeout", exc
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
             outcome, error = "error", exc
         finally:
             self._running.pop(key, None)
@@ -449,6 +510,66 @@ class Reconciler:
             self._on_repair_failure(key, error, outcome)
         else:
             self._on_failure(key, kind, revision, error, outcome)
+
+    def _retry_after_error(self, key: str, exc: BaseException) -> None:
+        """Count an unexpected error while reconciling ``key`` as a failed attempt."""
+        self._running.pop(key, None)
+        d = self.desired.get(key)
+        if d is None:
+            return
+        try:
+            failure = self.failures.get(key)
+            if failure is not None and failure.revision == d.revision:
+                self._on_repair_failure(key, exc, "error")
+            else:
+                self._on_failure(key, _kind(key), d.revision, exc, "error")
+        except Exception:
+            log.exception("recording the failure of %s failed too; retrying it in %.1fs",
+                          safe(key), self.repair_backoff_base)
+            self._mark_unsettled(key, d.revision)
+            self.queue.add_after(key, self.repair_backoff_base, PRIO_RETRY)
+
+    def _enqueue(self, key: str, prio: int) -> None:
+        """Queue ``key`` for a worker -- once its desired row is durable, when a
+        handler is called (write-ahead; until then it waits, see
+        :meth:`_desired_committed`)."""
+        d = self.desired.get(key)
+        if self.caller.active and d is not None and not self.store.desired_durable(
+                key, d.revision):
+            self._await_commit(key, prio)
+        else:
+            self.queue.add(key, prio)
+
+    def _await_commit(self, key: str, prio: int) -> None:
+        old = self._awaiting_commit.get(key)
+        if old is not None:
+            prio = min(prio, old)
+            self._awaiting_urgent -= old <= PRIO_RETRY
+        self._awaiting_commit[key] = prio
+        self._awaiting_urgent += prio <= PRIO_RETRY
+        self.store.request_commit()
+
+    def _desired_committed(self, keys: Iterable[str]) -> None:
+        awaiting = self._awaiting_commit
+        if not awaiting:
+            return
+        # In the order the keys were queued (a repair queues prerequisites first).
+        durable = self.store.desired_durable
+        for key, prio in list(awaiting.items()):
+            d = self.desired.get(key)
+            if d is None or durable(key, d.revision):
+                del awaiting[key]
+                self._awaiting_urgent -= prio <= PRIO_RETRY
+                self.queue.add(key, prio)
+
+    @property
+    def urgent(self) -> int:
+        """Keys waiting at live or retry priority, in the queue or for a commit."""
+        return self.queue.urgent + self._awaiting_urgent
+
+    async def wait_urgent_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` keys count as :attr:`urgent`."""
+        await self.queue.wait_for(lambda: self.urgent < limit)
 
     def _count_call(self, kind: str, op: str, outcome: str, seconds: float) -> None:
         # labels() hashes and locks on every call: keep the children per label set.
@@ -503,7 +624,7 @@ class Reconciler:
             att = _Attempts(revision, 0, now_wall, 0.0)
             self._attempts[key] = att
         att.count += 1
-        text = _error_text(error)
+        text = error_text(error)
         current = self.desired.get(key)
         if current is not None and current.revision != revision:
             # Superseded while the call ran: the newer version is already queued.
@@ -521,7 +642,7 @@ class Reconciler:
             self.queue.add_after(key, self.repair_backoff_base, PRIO_REPAIR)
             self._settle(key)
             why = "permanent error" if outcome == "permanent" else f"{att.count} attempts"
-            log.warning("%s revision %d failed (%s): %s", key, revision, why, text)
+            log.warning("%s revision %d failed (%s): %s", safe(key), revision, why, text)
             self.alerter.fire(ALERT_EXHAUSTED, key=key,
                               summary=f"{key} revision {revision} failed after {why}",
                               error=text)
@@ -532,7 +653,7 @@ class Reconciler:
         self.metrics.retries.labels(kind=kind).inc()
         delay = self.retry.delay(att.count)
         att.not_before = self._loop.time() + delay
-        log.info("%s revision %d attempt %d failed (%s); retry in %.3fs", key, revision,
+        log.info("%s revision %d attempt %d failed (%s); retry in %.3fs", safe(key), revision,
                  att.count, text, delay)
         self.queue.add_after(key, delay, PRIO_RETRY)
 
@@ -540,14 +661,14 @@ class Reconciler:
         record = self.failures[key]
         record.attempts += 1
         record.last_failed = time.time()
-        record.last_error = _error_text(error)
+        record.last_error = error_text(error)
         self.store.put_failure(record)
         n = self._repair_fails.get(key, 0) + 1
         self._repair_fails[key] = n
         gap = backoff_bound(n + 1, self.repair_backoff_base, self.repair_backoff_cap)
         self._repair_not_before[key] = self._loop.time() + gap
         self.queue.add_after(key, gap, PRIO_REPAIR)
-        log.info("%s still failing after repair attempt %d (%s); next in %.1fs", key, n,
+        log.info("%s still failing after repair attempt %d (%s); next in %.1fs", safe(key), n,
                  record.last_error, gap)
         self._wake_waiters(key)
         self.alerter.fire(ALERT_EXHAUSTED, key=key,
@@ -560,7 +681,7 @@ class Reconciler:
             self.store.delete_failure(key)
             self.metrics.failed_keys.set(len(self.failures))
             self.alerter.resolve(ALERT_EXHAUSTED, key=key)
-            log.info("%s converged; failure record cleared", key)
+            log.info("%s converged; failure record cleared", safe(key))
         self._repair_fails.pop(key, None)
         self._repair_not_before.pop(key, None)
 
@@ -582,6 +703,8 @@ class Reconciler:
         """Whether a worker is done with ``key`` for now: not parked behind a
         prerequisite that is still on its way (one that failed or is gone is final)."""
         entry = self._parked.get(key)
+        if key in self._awaiting_commit:
+            return False
         if entry is None or self.queue.is_dirty(key):
             return entry is None
         for b in entry[0]:

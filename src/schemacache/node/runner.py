@@ -20,6 +20,7 @@ from .config import NodeConfig
 from .handler import load_handler
 from .node import Node, default_node_name
 from .retry import RetryPolicy
+from .text import OneLineFormatter
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +92,8 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log to stderr, one line per record (see :class:`OneLineFormatter`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        handlers=[handler])

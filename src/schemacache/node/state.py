@@ -9,6 +9,14 @@ Writes are buffered and committed in batches by a background flusher, so the
 cost of a transaction is shared by many events.  Buffered writes to one key
 collapse to the newest.  The received revision is written in the same
 transaction as the desired state it covers, so a restart never skips an event.
+
+The desired table is also the node's write-ahead record: a handler is handed
+no version before its desired row is durable (see :meth:`StateStore.desired_durable`),
+so after a crash the durable desired version is never older than anything the
+handler was handed.  A handler call waiting for its row cuts the timer short
+(:meth:`StateStore.request_commit`): the flusher then commits at once, the next
+commit starting as soon as the previous one ended and taking everything
+pending (group commit).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +50,8 @@ for a commit, so this bounds only how much progress a crash can lose (it is
 re-received and re-applied after the restart); at live rates a shorter interval
 means one transaction and one thread hop per event, which five nodes on two
 cores pay for in propagation delay."""
+FLUSH_RETRY_DELAY = 1.0
+"""Seconds between commit attempts while the state file cannot be written."""
 FLUSH_BATCH = 5000
 """Pending writes that trigger a commit before :data:`FLUSH_INTERVAL` ran out."""
 MAX_PENDING_WRITES = 50_000
@@ -127,6 +138,10 @@ _Desired = tuple[int, bool, Resource, bool, str | None] | None
 _Applied = tuple[int, Resource] | None
 
 
+_Batch = tuple[dict[str, _Desired], dict[str, _Applied], dict[str, FailureRecord | None],
+               dict[str, str]]
+
+
 class StateStore:
     """Durable per-node state in ``state_dir/state.db``.
 
@@ -149,6 +164,10 @@ class StateStore:
         self._applied: dict[str, _Applied] = {}
         self._failures: dict[str, FailureRecord | None] = {}
         self._meta: dict[str, str] = {}
+        self._durable_desired: dict[str, int] = {}
+        self.on_desired_committed: Callable[[Iterable[str]], None] | None = None
+        """Called (on the event loop) with the keys whose desired rows a commit wrote."""
+        self._urgent = asyncio.Event()
         # Text of desired versions committed but not applied yet, by key (touched
         # by the committing thread only; commits never overlap).
         self._recent_texts: dict[str, tuple[Resource, str]] = {}
@@ -227,6 +246,7 @@ class StateStore:
         for key, rev, deleted, text in conn.execute(
                 "SELECT key, revision, deleted, resource FROM desired"):
             loaded.desired[key] = (int(rev), bool(deleted), Resource.from_stored(_decode(text)))
+            self._durable_desired[key] = int(rev)
         # Most applied versions are the desired ones: share the object, parse once.
         for key, rev, text in conn.execute(
                 "SELECT a.key, a.revision, CASE WHEN d.revision = a.revision AND d.deleted = 0 "
@@ -271,6 +291,9 @@ class StateStore:
         try:
             if self._pending():
                 await asyncio.to_thread(self._commit, *self._take())
+        except Exception as exc:
+            log.error("node state: the last commit to %s failed (%s); the node will catch up "
+                      "from its last durable revision", self.path, exc)
         finally:
             await asyncio.to_thread(self._close_conn)
             self._lock.release()
@@ -307,6 +330,27 @@ class StateStore:
     def delete_failure(self, key: str) -> None:
         self._failures[key] = None
         self._poke()
+
+    def desired_durable(self, key: str, revision: int) -> bool:
+        """Whether the desired row of ``key`` at ``revision`` is committed."""
+        return self._durable_desired.get(key) == revision
+
+    def request_commit(self) -> None:
+        """A handler call waits for a commit: commit what is pending now."""
+        self._urgent.set()
+        self._poke()
+
+    def forget_durable(self) -> None:
+        """Require a new commit before the next call of every key (a new revision
+        space begins: revision numbers no longer identify versions)."""
+        self._durable_desired.clear()
+
+    @property
+    def failing(self) -> str | None:
+        """The error of the last commit if it failed (``None`` while commits succeed)."""
+        if self._error is None:
+            return None
+        return f"{type(self._error).__name__}: {self._error}"
 
     def set_received_revision(self, revision: int) -> None:
         self._meta["received_revision"] = str(revision)
@@ -347,8 +391,7 @@ class StateStore:
 
     # --- flusher ------------------------------------------------------------
 
-    def _take(self) -> tuple[dict[str, _Desired], dict[str, _Applied],
-                             dict[str, FailureRecord | None], dict[str, str]]:
+    def _take(self) -> _Batch:
         batch = (self._desired, self._applied, self._failures, self._meta)
         self._desired, self._applied, self._failures, self._meta = {}, {}, {}, {}
         return batch
@@ -356,28 +399,50 @@ class StateStore:
     async def _flush_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if not self._closing and self._pending() < self._flush_batch:
-                # Let more writes gather so one transaction carries many of them.
-                await asyncio.sleep(self._flush_interval)
+            if (not self._closing and not self._urgent.is_set()
+                    and self._pending() < self._flush_batch):
+                # Let more writes gather so one transaction carries many of them;
+                # a handler call waiting for a commit cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._urgent.wait()
             self._wake.clear()
+            self._urgent.clear()
             if self._pending():
                 batch = self._take()
                 try:
                     await asyncio.to_thread(self._commit, *batch)
                 except Exception as exc:  # keep the node serving from memory
+                    if self._error is None:
+                        log.exception("node state: commit to %s failed; retrying every "
+                                      "%.0fs", self.path, FLUSH_RETRY_DELAY)
                     self._error = exc
-                    log.exception("node state: commit to %s failed", self.path)
-                    self._requeue(*batch)
-                    await asyncio.sleep(1.0)
+                    self._requeue(batch)
+                    await asyncio.sleep(FLUSH_RETRY_DELAY)
+                else:
+                    if self._error is not None:
+                        log.info("node state: commits to %s succeed again", self.path)
+                    self._error = None
+                    self._committed(batch[0])
             self._flushed.set()
             if self._closing:
                 return
             if self._pending():
                 self._wake.set()
 
-    def _requeue(self, desired: dict[str, _Desired], applied: dict[str, _Applied],
-                 failures: dict[str, FailureRecord | None], meta: dict[str, str]) -> None:
+    def _committed(self, desired: dict[str, _Desired]) -> None:
+        durable = self._durable_desired
+        for key, dv in desired.items():
+            if dv is None:
+                durable.pop(key, None)
+            else:
+                durable[key] = dv[0]
+        if desired and self.on_desired_committed is not None:
+            self.on_desired_committed(desired.keys())
+
+    def _requeue(self, batch: _Batch) -> None:
         # Newer writes made during the failed commit win over the re-queued ones.
+        desired, applied, failures, meta = batch
         self._desired = desired | self._desired
         self._applied = applied | self._applied
         self._failures = failures | self._failures
@@ -449,4 +514,3 @@ class StateStore:
             conn.execute("ROLLBACK")
             raise
         self.commits += 1
-        self._error = None

@@ -208,8 +208,8 @@ class Syncer:
                 if isinstance(event, WatchProgress):
                     rec.on_progress(event.revision)
                     continue
-                if queue.urgent >= limit:
-                    await queue.wait_urgent_below(limit)
+                if rec.urgent >= limit:
+                    await rec.wait_urgent_below(limit)
                 if store.pending > MAX_PENDING_WRITES:
                     await store.wait_writable()
                 rec.on_event(event)
