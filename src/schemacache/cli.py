@@ -418,6 +418,11 @@ async def wait_for_nodes(client: RegistryClient, revision: int, wait_seconds: fl
                          show: bool = True) -> list[str]:
     """Poll the cluster until every live node's ``applied_revision`` reaches ``revision``.
 
+    A node whose applied revision is above the registry's current revision has
+    not yet noticed that the registry went back (a restored backup): it counts
+    as not there yet, since comparing revisions alone would call it done while
+    its cache still holds a history the registry no longer has.
+
     :param client: the registry API client.
     :param revision: the revision to reach.
     :param wait_seconds: seconds to wait.
@@ -434,13 +439,16 @@ async def wait_for_nodes(client: RegistryClient, revision: int, wait_seconds: fl
     with progress:
         while True:
             cluster = await client.cluster()
+            # Read after the nodes' statuses: no node's applied revision can be
+            # above it unless the registry went back.
+            current = await client.revision()
             lagging: list[str] = []
             for entry in cluster["nodes"]:
                 applied = _applied_revision(entry)
                 if entry["name"] not in tasks:
                     tasks[entry["name"]] = progress.add_task(entry["name"], total=revision)
                 progress.update(tasks[entry["name"]], completed=min(applied, revision))
-                if applied < revision:
+                if applied < revision or applied > current:
                     lagging.append(entry["name"])
             if not lagging:
                 return []

@@ -77,6 +77,22 @@ class CompactedError(SchemaCacheError):
         super().__init__(f"revision compacted up to {compact_revision}{detail}")
 
 
+class RegistryRewoundError(SchemaCacheError):
+    """The registry went back in time: its revision is below one already seen
+    (a backup restored under running processes).
+
+    :param revision: the registry's revision now.
+    :param seen: the revision already seen (a watch's cursor, a node's
+        received revision).
+    """
+
+    def __init__(self, revision: int, seen: int):
+        self.revision = revision
+        self.seen = seen
+        super().__init__(f"registry revision {revision} is below revision {seen} already "
+                         "seen: the registry was rewound (a backup restored?)")
+
+
 class RegistryUnavailableError(SchemaCacheError):
     """The registry cannot be reached right now; the call may succeed later."""
 

@@ -161,6 +161,7 @@ class Node:
         self.monitor_interval = monitor_interval
         self.max_pending_keys = max_pending_keys
         self.registry_revision = 0
+        self._rewinds_seen = 0
         self._store: StateStore | None = None
         self._rec: Reconciler | None = None
         self._repairer: Repairer | None = None
@@ -402,6 +403,7 @@ class Node:
             "received_revision": rec.received_revision,
             "registry_revision": registry_rev,
             "lag": max(0, registry_rev - applied),
+            "registry": {"cluster_id": rec.cluster_id, "rewinds": self._repairer.rewinds},
             "cache": {"size": rec.cache.size, "digest": rec.cache.digest()},
             "failures": rec.failure_list(),
             "blocked": rec.blocked(),
@@ -464,9 +466,10 @@ class Node:
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
                 # cancel that lands as the probe completes, and stop() then hangs.
+                received = self._reconciler.received_revision
                 async with asyncio.timeout(max(1.0, 2 * self.monitor_interval)):
                     rev = await self.registry.revision()
-                self.registry_revision = max(self.registry_revision, rev)
+                self._note_registry_revision(rev, received)
                 self._syncer.note_probe(True)
             except asyncio.CancelledError:
                 raise
@@ -477,6 +480,20 @@ class Node:
             except Exception:
                 log.exception("node monitor failed")
             await asyncio.sleep(self.monitor_interval)
+
+    def _note_registry_revision(self, rev: int, received: int) -> None:
+        """Take the registry's revision ``rev``, read after the node had received
+        revision ``received``."""
+        assert self._syncer is not None and self._repairer is not None
+        if self._repairer.rewinds != self._rewinds_seen:
+            # The registry's history restarted: its old revisions mean nothing.
+            self._rewinds_seen = self._repairer.rewinds
+            self.registry_revision = rev
+        else:
+            self.registry_revision = max(self.registry_revision, rev)
+        if rev < received:
+            # Below what the watch had delivered: a restored backup.
+            self._syncer.recheck("rewound")
 
     def _update_gauges(self, now: float) -> None:
         rec = self._reconciler

@@ -340,19 +340,28 @@ class Reconciler:
     # ------------------------------------------------------------------ repair
 
     def refresh_from_listing(self, resources: list[Resource], revision: int, *, reset: bool,
-                             manual: bool) -> WorkBatch:
+                             manual: bool, rewound: bool = False) -> WorkBatch:
         """Fold a full listing at ``revision`` into desired state and enqueue every
         unsettled key at repair priority.
 
         :param reset: the registry was recreated: revisions before it mean nothing,
             so every applied version is applied again and desired state is replaced.
         :param manual: ignore the per-key repair backoff of failed keys.
+        :param rewound: the registry went back to ``revision`` (a restored
+            backup; default ``False``): every version the node knows above it
+            belongs to a history the registry no longer has -- those desired
+            versions are replaced by the listing (or a tombstone) and those
+            applied versions are applied again; versions at or below it are
+            the registry's own and stay.
         """
         listed: dict[str, Resource] = {}
         for r in resources:
             if r.kind != NODE_KIND:
                 listed[r.key] = r
+        if rewound and not reset:
+            self._forget_future(revision)
         if reset:
+            self.store.forget_durable()
             self.mark_reapply(list(self.applied))
             for key, (rev, res) in self.applied.items():
                 self.store.put_applied(key, rev, res)
@@ -363,7 +372,8 @@ class Reconciler:
             self._repair_not_before.clear()
         for key, r in listed.items():
             cur = self.desired.get(key)
-            if reset or cur is None or cur.revision < r.mod_revision:
+            if reset or cur is None or cur.revision < r.mod_revision or (
+                    rewound and cur.revision != r.mod_revision):
                 d = Desired(r.mod_revision, False, r)
                 self.desired[key] = d
                 self.store.put_desired(key, d.revision, False, r)
@@ -372,22 +382,38 @@ class Reconciler:
             if key in listed:
                 continue
             if cur.deleted:
-                if key not in self.applied and (reset or cur.revision <= revision):
+                if key not in self.applied and (reset or rewound or cur.revision <= revision):
                     # Deleted everywhere and covered by this listing: forget it.
                     del self.desired[key]
                     self.store.delete_desired(key)
                     self._settle(key)
-                continue
-            if reset or cur.revision <= revision:
+                    continue
+                if not (rewound and cur.revision > revision):
+                    continue
+            if reset or rewound or cur.revision <= revision:
                 d = Desired(revision, True, cur.resource)
                 self.desired[key] = d
                 self.store.put_desired(key, d.revision, True, d.resource)
                 self._desired_changed_quiet(key, d)
-        if reset or revision > self.received_revision:
+        if reset or rewound or revision > self.received_revision:
             self.received_revision = revision
             self.store.set_received_revision(revision)
         self._notify_progress()
         return self._enqueue_unsettled(list(self.desired), manual=manual, prio=PRIO_REPAIR)
+
+    def _forget_future(self, revision: int) -> None:
+        """Drop what the node knows from beyond ``revision`` of a rewound registry."""
+        self.store.forget_durable()  # revision numbers above it will be reused
+        for key, (rev, res) in list(self.applied.items()):
+            if rev > revision:
+                self.applied[key] = (UNKNOWN_REVISION, res)
+                self.store.put_applied(key, UNKNOWN_REVISION, res)
+        for key in [k for k, f in self.failures.items() if f.revision > revision]:
+            self._clear_failure(key)
+        for key in [k for k, a in self._attempts.items() if a.revision > revision]:
+            del self._attempts[key]
+            self.queue.cancel_timer(key)
+        self.cache.invalidate()
 
     def _desired_changed_quiet(self, key: str, d: Desired) -> None:
         """Forget attempts and repair backoff that belong to an older version."""

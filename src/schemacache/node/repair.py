@@ -27,10 +27,12 @@ from .tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 ALERT_REPAIR_FAILING = "SchemaRepairFailing"
-REASONS = ("exhausted", "compacted", "reset", "startup", "periodic", "manual")
+ALERT_REWOUND = "SchemaRegistryRewound"
+REASONS = ("exhausted", "compacted", "reset", "rewound", "startup", "periodic", "manual")
 OUTCOMES = ("ok", "partial", "error")
 """Label ``outcome`` of ``schemacache_repairs_total`` (a cancelled run is not counted)."""
-_RANK = {"periodic": 0, "exhausted": 1, "manual": 2, "compacted": 3, "startup": 4, "reset": 5}
+_RANK = {"periodic": 0, "exhausted": 1, "manual": 2, "compacted": 3, "startup": 4, "rewound": 5,
+         "reset": 6}
 _SELF_RETRIED = ("exhausted", "periodic", "manual")
 """Reasons whose failed repairs this module retries (the watch loop retries the others)."""
 PERIODIC_JITTER = 0.1
@@ -76,6 +78,8 @@ class Repairer:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.count = 0
+        self.rewinds = 0
+        """Rewinds of the registry this node converged after."""
         self.last_outcome: str | None = None
         self.last_finished: float | None = None
         self.last_reason: str | None = None
@@ -209,9 +213,13 @@ class Repairer:
             log.warning("registry cluster id changed (%s -> %s): treating as a reset",
                         rec.cluster_id, cluster_id)
             reason = run.reason = "reset"
+        rewound = not reset and (reason == "rewound" or revision < rec.received_revision)
+        if rewound:
+            self.note_rewound(revision, rec.received_revision)
+            reason = run.reason = "rewound"
         with pause:
             batch = rec.refresh_from_listing(resources, revision, reset=reset,
-                                             manual=reason == "manual")
+                                             manual=reason == "manual", rewound=rewound)
             del resources
             freeze_long_lived()
         if rec.cluster_id != cluster_id:
@@ -223,7 +231,22 @@ class Repairer:
         enqueued = len(batch.outstanding)
         await batch.done.wait()
         outcome = "partial" if batch.incomplete else "ok"
+        if rewound:
+            # Every key now holds the restored registry's version (or failed, and
+            # has its own alert): the node converged on the registry's new history.
+            self.rewinds += 1
+            self.alerter.resolve(ALERT_REWOUND)
         self._finish(run, outcome, started, revision, enqueued, None)
+
+    def note_rewound(self, registry_revision: int, seen: int) -> None:
+        """Fire ``SchemaRegistryRewound``: the registry is at ``registry_revision``,
+        below revision ``seen`` the node already received."""
+        log.warning("the registry went back to revision %d, below revision %d this node "
+                    "received (a restored backup?): relisting and reconciling against what "
+                    "the handler applied", registry_revision, seen)
+        self.alerter.fire(ALERT_REWOUND, severity="critical",
+                          summary=f"registry rewound to revision {registry_revision} below "
+                                  f"revision {seen} this node received; resyncing")
 
     def _finish(self, run: RepairRun, outcome: str, started: float, revision: int | None,
                 enqueued: int, error: str | None) -> None:

@@ -17,7 +17,7 @@ import logging
 import random
 
 from .._gc import BurstPause
-from ..errors import CompactedError, RegistryUnavailableError
+from ..errors import CompactedError, RegistryRewoundError, RegistryUnavailableError
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry, WatchProgress
 from .reconciler import Reconciler
@@ -41,7 +41,7 @@ A registry hands a backlog over in batches, and on a busy machine the next
 batch can take tens of milliseconds to decode; ending the burst there would run
 a full collection over the whole heap in the middle of the catch-up (measured:
 0.7 s of a 3 s catch-up of 50,000 events)."""
-RESTART_REASONS = ("error", "compacted", "reset", "reconnect")
+RESTART_REASONS = ("error", "compacted", "reset", "rewound", "reconnect")
 """Label ``reason`` of ``schemacache_watch_restarts_total``."""
 MAX_PENDING_KEYS = 10_000
 """Keys waiting at live or retry priority beyond which the watch stops reading
@@ -79,6 +79,7 @@ class Syncer:
         self._loop = asyncio.get_running_loop()
         self._watch_task: asyncio.Task[None] | None = None
         self._restart_requested = False
+        self._recheck = False
         self._probe_ok = True
         self._events = 0
 
@@ -106,7 +107,8 @@ class Syncer:
         failures = 0
         while True:
             try:
-                if not checked:
+                if not checked or self._recheck:
+                    self._recheck = False
                     cluster_id = await self.registry.cluster_id()
                     if rec.cluster_id is not None and cluster_id != rec.cluster_id:
                         log.warning("registry cluster id changed (%s -> %s): the registry was "
@@ -117,10 +119,15 @@ class Syncer:
                     elif rec.cluster_id is None:
                         rec.cluster_id = cluster_id
                         rec.store.set_cluster_id(cluster_id)
+                    if reason is None:
+                        registry_revision = await self.registry.revision()
+                        if registry_revision < rec.received_revision:
+                            raise RegistryRewoundError(registry_revision, rec.received_revision)
                     checked = True
                 if reason is not None:
                     run = self.repairer.request(reason)
-                    if reason == "startup" and self.startup_run is None:
+                    if self.startup_run is None and not self.synced.is_set():
+                        # Not ready before the first repair (whatever its reason) is done.
                         self.startup_run = run
                     revision = await asyncio.shield(run.listed)
                     if revision is None:
@@ -138,6 +145,10 @@ class Syncer:
                             rec.received_revision + 1, exc)
                 self.metrics.watch_restarts.labels(reason="compacted").inc()
                 reason = "compacted"
+            except RegistryRewoundError as exc:
+                self.metrics.watch_restarts.labels(reason="rewound").inc()
+                self.repairer.note_rewound(exc.revision, exc.seen)
+                reason = "rewound"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -179,6 +190,12 @@ class Syncer:
             self.metrics.watch_restarts.labels(reason=reason).inc()
             self._restart_requested = True
             task.cancel()
+
+    def recheck(self, reason: str) -> None:
+        """Check the registry's identity and revision again (it may have been
+        reset or rewound), then resume watching."""
+        self._recheck = True
+        self.restart_watch(reason)
 
     def note_probe(self, ok: bool, error: str | None = None) -> None:
         """Take the outcome of a registry health probe: a failed probe marks the

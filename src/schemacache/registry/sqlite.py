@@ -46,6 +46,7 @@ from ..errors import (
     CompactedError,
     ConflictError,
     NotFoundError,
+    RegistryRewoundError,
     RegistryUnavailableError,
     SchemaCacheError,
 )
@@ -498,9 +499,12 @@ class SqliteRegistry(Registry):
         """Events from ``next_rev`` on (one batch) and the revision to read next."""
         conn.execute("BEGIN")
         try:
-            compact_revision = self._meta(conn)[2]
+            _, revision, compact_revision = self._meta(conn)
             if next_rev < compact_revision:
                 raise CompactedError(compact_revision, next_rev)
+            if revision < next_rev - 1:
+                # A backup was restored under this watch: its history is not ours.
+                raise RegistryRewoundError(revision, next_rev - 1)
             rows = conn.execute(
                 "SELECT revision, key, type, resource FROM changes WHERE revision >= ? "
                 "ORDER BY revision LIMIT ?",

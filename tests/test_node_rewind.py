@@ -1,0 +1,158 @@
+"""A registry restored from an older backup under running nodes (DESIGN.md invariants 7, 8).
+
+Real parts: a SQLite registry file, ``schemacache serve`` on it, two node
+subprocesses with the recording handler, an Alertmanager-style receiver, and
+``schemacache apply --wait``.  The backup is restored the way the README
+tells an operator to: SQLite's online backup API writing into the live file
+(``sqlite3 registry.db ".restore backup.db"``), which keeps every open
+connection valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factories import group, measure
+from node_procs.harness import NodeProc, read_record, wait_until
+from schemacache import Resource, open_registry
+from schemacache.node.repair import ALERT_REWOUND
+from schemacache.registry import Registry
+from schemacache.testing import AlertReceiver
+from service_helpers import Proc, run_cli
+
+CONVERGE_TIMEOUT = 60.0
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _online_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` into ``target`` with SQLite's online backup API."""
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+async def _registry_map(reg: Registry) -> dict[str, int]:
+    items, _ = await reg.list()
+    return {r.key: r.mod_revision for r in items}
+
+
+async def _node_map(node: NodeProc) -> dict[str, int]:
+    cache = await node.get("/v1/cache")
+    return {Resource.from_stored(r).key: int(r["metadata"]["mod_revision"])
+            for r in cache["resources"]}
+
+
+async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> None:
+    """Two nodes follow a SQLite registry; a backup is taken; creates, updates and
+    deletes follow; then the backup is restored under the running nodes and a
+    new resource is applied at once with ``apply --wait``.
+
+    - ``apply --wait`` exits 0 only when every node's ``/v1/cache`` equals the
+      registry (keys and mod_revisions) -- checked the moment it returns;
+    - every node ends equal to the restored registry (plus the new write):
+      keys created after the backup are deleted from the handler, keys deleted
+      after it come back, keys updated after it hold the backup's version;
+    - each node fired ``SchemaRegistryRewound`` and resolved it, and its status
+      counts the rewind.
+    """
+    db = tmp_path / "registry.db"
+    url = f"sqlite:///{db}"
+    reg = open_registry(url)
+    receiver = AlertReceiver()
+    await receiver.start()
+    serve = Proc(["serve", "--registry", url, "--listen", "127.0.0.1:0"], cwd=tmp_path)
+    nodes = [NodeProc(url, tmp_path / f"state-{i}", f"rw-{i}", record=tmp_path / f"rec-{i}.log",
+                      extra=["--alert-webhook", receiver.url, "--node-ttl", "1",
+                             "--repair-interval", "0"]) for i in range(2)]
+    try:
+        server = await asyncio.to_thread(serve.wait_url)
+        for node in nodes:
+            await node.start()
+        for node in nodes:
+            await node.wait_url()
+        await reg.put(group("g"))
+        for i in range(10):
+            await reg.put(measure("g", f"m{i}"))
+
+        async def registered() -> bool:
+            return len(await reg.list_nodes()) == 2
+
+        await wait_until(registered, CONVERGE_TIMEOUT, "both nodes registered")
+        backup = tmp_path / "backup.db"
+        _online_copy(db, backup)
+        at_backup = await _registry_map(reg)
+        for i in range(4):
+            await reg.put(measure("g", f"m{i}", fields=("changed",)))
+        for i in range(4, 7):
+            await reg.delete(f"measure/g/m{i}")
+        for i in range(5):
+            await reg.put(measure("g", f"n{i}"))
+
+        async def converged() -> bool:
+            want = await _registry_map(reg)
+            return all([await _node_map(n) == want for n in nodes])
+
+        await wait_until(converged, CONVERGE_TIMEOUT, "nodes equal to the registry")
+        ahead = await reg.revision()
+
+        _online_copy(backup, db)
+        assert await reg.revision() < ahead
+        manifest = tmp_path / "after.yaml"
+        manifest.write_text("kind: measure\nmetadata: {group: g, name: after}\nspec:\n"
+                            "  tag_families: [{name: default, tags: [{name: id, type: "
+                            "STRING}]}]\n  fields: [{name: v, field_type: INT}]\n"
+                            "  entity: {tag_names: [id]}\n")
+        result = await asyncio.to_thread(run_cli, "apply", "-f", str(manifest), "--wait",
+                                         "--timeout", str(CONVERGE_TIMEOUT), server=server)
+        want = await _registry_map(reg)
+        seen = [await _node_map(n) for n in nodes]
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert all(s == want for s in seen), (
+            f"apply --wait succeeded while a node differs from the registry {want}: {seen}")
+        expected = dict(at_backup)
+        expected["measure/g/after"] = want["measure/g/after"]
+        assert want == expected
+
+        async def resolved() -> bool:
+            states: dict[str, list[str]] = {}
+            for alert in receiver.received:
+                if alert["labels"]["alertname"] == ALERT_REWOUND:
+                    states.setdefault(alert["labels"]["node"], []).append(
+                        "resolved" if alert.get("endsAt") else "firing")
+            return all(states.get(n.name, [])[:1] == ["firing"]
+                       and states[n.name][-1] == "resolved" for n in nodes)
+
+        await wait_until(resolved, CONVERGE_TIMEOUT, f"{ALERT_REWOUND} fired and resolved")
+        for node in nodes:
+            status: dict[str, Any] = await node.get("/v1/status")
+            assert status["registry"]["rewinds"] >= 1
+            assert status["state"] == "ready" and status["failures"] == []
+    finally:
+        for node in nodes:
+            await node.stop()
+        await asyncio.to_thread(serve.stop)
+        await receiver.stop()
+        await reg.close()
+
+    for node in nodes:
+        assert node.record is not None
+        calls = [c for life in read_record(node.record) for c in life]
+        state: dict[str, int] = {}
+        for call in calls:
+            if call.op == "apply":
+                state[call.key] = call.revision
+            elif call.op == "delete":
+                state.pop(call.key, None)
+        # The handler's own state followed the registry back (the handler was
+        # never restarted: its record is one lifetime).
+        assert state == want, f"{node.name}: handler state {state} != registry {want}"
