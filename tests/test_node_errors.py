@@ -75,7 +75,7 @@ async def test_any_handler_exception_is_a_failed_attempt_and_repaired(
         assert "\n" not in record["last_error"]
         assert len(h.calls_for(bad, "apply")) == 3
         assert node.cache.get("measure/g/ok") is not None  # others were not held up
-        assert node.status()["state"] == "degraded"
+        await until(lambda: node.status()["state"] == "degraded", what="state degraded")
         del h.fail[bad]
         result = await node.repair("manual")
         assert result["outcome"] == "ok", result
