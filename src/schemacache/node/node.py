@@ -37,7 +37,7 @@ from .config import (
 )
 from .handler import Handler, HandlerCaller
 from .reconciler import ALERT_EXHAUSTED, Reconciler, WorkBatch
-from .repair import ALERT_REPAIR_FAILING, Repairer
+from .repair import ALERT_REPAIR_FAILING, ALERT_REWOUND, Repairer
 from .repair import OUTCOMES as REPAIR_OUTCOMES
 from .repair import REASONS as REPAIR_REASONS
 from .retry import RetryPolicy
@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 ALERT_UNREACHABLE = "SchemaRegistryUnreachable"
 ALERT_LAGGING = "SchemaCacheLagging"
-ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING)
+ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING,
+               ALERT_REWOUND)
 """Every alert a node sends itself."""
 LAG_ALERT_REVISIONS = 1000
 """Revision lag (registry - applied) that counts as lagging."""

@@ -75,6 +75,7 @@ SEVERITIES = {
     "SchemaRepairFailing": "critical",
     "SchemaRegistryUnreachable": "critical",
     "SchemaCacheLagging": "warning",
+    "SchemaRegistryRewound": "critical",
 }
 """Label ``severity`` of each alert a node sends; the Prometheus rules in
 ``deploy/prometheus/alerts.yml`` use the same (a test checks)."""
