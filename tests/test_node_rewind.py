@@ -21,6 +21,7 @@ from factories import group, measure
 from node_procs.harness import NodeProc, read_record, wait_until
 from schemacache import Resource, open_registry
 from schemacache.node.repair import ALERT_REWOUND
+from schemacache.observe.alerts import is_resolved
 from schemacache.registry import Registry
 from schemacache.testing import AlertReceiver
 from service_helpers import Proc, run_cli
@@ -128,7 +129,7 @@ async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> 
             for alert in receiver.received:
                 if alert["labels"]["alertname"] == ALERT_REWOUND:
                     states.setdefault(alert["labels"]["node"], []).append(
-                        "resolved" if alert.get("endsAt") else "firing")
+                        "resolved" if is_resolved(alert) else "firing")
             return all(states.get(n.name, [])[:1] == ["firing"]
                        and states[n.name][-1] == "resolved" for n in nodes)
 
