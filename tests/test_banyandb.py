@@ -389,3 +389,49 @@ def test_null_means_absent_as_in_protojson() -> None:
     assert spec["interval"] == "" and spec["fields"] == [] and "sharding_key" not in spec
     doc = _doc("measure", **MEASURE, interval="0")
     assert load_resources(json.dumps(doc, indent=1))[0].spec["interval"] == "0"
+
+
+EXPORT_SCRIPT = """
+import sys
+from pathlib import Path
+from schemacache import banyandb
+from schemacache.model import Resource
+count = int(sys.argv[2])
+resources = [Resource.parse({"kind": "group", "metadata": {"name": f"g{i}"}, "spec": {
+    "catalog": "STREAM", "resource_opts": {"shard_num": 1,
+    "segment_interval": {"unit": "DAY", "num": 1}, "ttl": {"unit": "DAY", "num": 1}}}})
+    for i in range(count)]
+print("exporting", flush=True)
+banyandb.export(resources, Path(sys.argv[1]))
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [0.0, 0.05, 0.2, 0.5, 1.0])
+def test_export_killed_at_any_instant_leaves_all_or_nothing(tmp_path: Path,
+                                                           kill_after: float) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    count = 2000
+    target = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(target), str(count)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "exporting"
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    if kill_after == 0.0:
+        # Killed as it starts writing (2,000 files take about 0.5 s): nothing there.
+        assert not target.exists()
+    if target.exists():
+        files = list(target.rglob("*.json"))
+        assert len(files) == count  # the rename happened: the export is whole
+        assert len(load_resources(target)) == count
+    # Whatever was left is hidden staging beside it, never under the target's name.
+    assert all(p.name.startswith(".out.") for p in tmp_path.iterdir() if p != target)
