@@ -42,6 +42,8 @@ pytestmark = pytest.mark.etcd
 
 DEADLINE = 30.0
 """Seconds any awaited condition may take on a loaded machine."""
+SIMPLE_TOKEN_TTL = 1
+"""``--auth-token-ttl`` of the cluster with etcd's default (simple) tokens."""
 
 
 @pytest.fixture
@@ -278,3 +280,34 @@ async def test_a_read_only_role_reads_and_says_what_a_write_lacks(secure_etcd: A
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_plain_etcd_with_a_user_and_simple_tokens(tmp_path: Path) -> None:
+    """``etcd://user@…`` (no TLS) against etcd's default simple tokens, which expire
+    after ``--auth-token-ttl`` idle seconds."""
+    from etcd_server import EtcdCluster
+
+    cluster = EtcdCluster(extra_args=("--auth-token-ttl", str(SIMPLE_TOKEN_TTL)))
+    await asyncio.to_thread(cluster.start)
+    try:
+        cluster.enable_auth(uuid.uuid4().hex)
+        password = uuid.uuid4().hex
+        cluster.add_user("plain-app", password, "p")
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SCHEMACACHE_ETCD_PASSWORD", password)
+            reg = open_registry(cluster.url("p").replace("etcd://", "etcd://plain-app@"))
+        assert reg.url.startswith("etcd://plain-app@")  # type: ignore[attr-defined]
+        first = await reg.put(group("g1"))
+        # Any use of a simple token extends it, so no polling here: the wait is
+        # the condition itself, the token left idle for three TTLs.
+        await asyncio.sleep(3 * SIMPLE_TOKEN_TTL)
+        assert (await reg.get("group/g1")).mod_revision == first
+        assert reg._client.renewals == 1  # type: ignore[attr-defined]
+        await asyncio.sleep(3 * SIMPLE_TOKEN_TTL)
+        second = await reg.put(group("g2"))
+        assert reg._client.renewals == 2  # type: ignore[attr-defined]
+        assert [e.key for e in await collect(reg, first, 2)] == ["group/g1", "group/g2"]
+        assert second > first
+        await reg.close()
+    finally:
+        await asyncio.to_thread(cluster.stop)
