@@ -152,3 +152,10 @@ class PermanentError(SchemaCacheError):
 
 class TemporaryError(SchemaCacheError):
     """Raised by a handler for a failure worth retrying (any other exception is too)."""
+
+
+class TooLargeError(SchemaCacheError):
+    """A write is larger than the registry takes in one transaction; nothing was written.
+
+    :param message: what is too large, the limit and how to raise it.
+    """

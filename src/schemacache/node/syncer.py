@@ -225,10 +225,15 @@ class Syncer:
                 if isinstance(event, WatchProgress):
                     rec.on_progress(event.revision)
                     continue
-                if rec.urgent >= limit:
-                    await rec.wait_urgent_below(limit)
-                if store.pending > MAX_PENDING_WRITES:
-                    await store.wait_writable()
+                # Back-pressure only between revisions: the events of one
+                # revision (an etcd transaction: a whole apply or cascade) are
+                # taken without yielding, so neither a state flush nor a status
+                # answer ever sees a revision received in part.
+                if event.revision > rec.received_revision:
+                    if rec.urgent >= limit:
+                        await rec.wait_urgent_below(limit)
+                    if store.pending > MAX_PENDING_WRITES:
+                        await store.wait_writable()
                 rec.on_event(event)
                 self._events += 1
                 if not burst.active and queue.urgent >= BURST_KEYS:

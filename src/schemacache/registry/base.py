@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import AsyncIterator, Callable, Iterable
+import functools
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ReferencedError, ValidationError
-from ..kinds import delete_order, references
+from ..kinds import apply_order, delete_order, references
 from ..model import Event, Resource
 
 DEFAULT_NODE_TTL = 10.0
@@ -61,6 +63,50 @@ class NodeInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "admin_url": self.admin_url}
+
+
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :meth:`Registry.apply` did to one key.
+
+    :param key: the key.
+    :param outcome: ``created``, ``updated`` or ``unchanged`` (no write made).
+    :param revision: the key's mod_revision after the apply.
+    """
+
+    key: str
+    outcome: Outcome
+    revision: int
+
+
+@dataclass(frozen=True)
+class ApplyStep:
+    """One resource of a checked apply plan.
+
+    :param resource: the resource to write.
+    :param current: its stored version in the snapshot (``None``: absent).
+    """
+
+    resource: Resource
+    current: Resource | None
+
+    @property
+    def changed(self) -> bool:
+        return self.current is None or not self.current.same_content(self.resource)
+
+    @property
+    def current_revision(self) -> int:
+        """The stored version's mod_revision (0 when absent)."""
+        return self.current.mod_revision if self.current is not None else 0
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.current is None:
+            return "created"
+        return "updated" if self.changed else "unchanged"
 
 
 @dataclass
@@ -112,6 +158,11 @@ class Registry(abc.ABC):
     async def cluster_id(self) -> str:
         """An id that changes when the registry is recreated (a reset)."""
 
+    async def check(self) -> None:
+        """Raise if the registry cannot serve now (a server calls it at start-up,
+        to refuse to start with a clear message rather than fail every request)."""
+        await self.revision()
+
     # --- writes -------------------------------------------------------------
 
     @abc.abstractmethod
@@ -133,11 +184,25 @@ class Registry(abc.ABC):
         :param expected_revision: as for :meth:`put` (``None`` = unconditional).
         :param cascade: delete the resources that reference ``key`` first, each
             as its own write, dependents first; without it a referenced key
-            raises :class:`ReferencedError`.  The SQLite registry makes the
-            whole cascade one transaction (no reader sees part of it, a crash
-            part-way deletes nothing); on etcd each write is its own
-            transaction, and a dependent created meanwhile makes the final
-            delete raise :class:`ReferencedError`.
+            raises :class:`ReferencedError`.  Every backend makes the whole
+            cascade one transaction: no reader sees part of it, and an error
+            or a crash part-way deletes nothing.  On SQLite each delete gets
+            a revision of its own; on etcd they share the transaction's one.
+        """
+
+    @abc.abstractmethod
+    async def apply(self, resources: Sequence[Resource]) -> builtins.list[ApplyResult]:
+        """Create or update every resource, all or nothing.
+
+        Every rule (validation, references, catalog changes, duplicates) is
+        checked against one snapshot before the first write, and the writes
+        are one transaction; a resource equal to its stored version is left
+        alone (``unchanged``).  Errors name the document (1-based position in
+        ``resources``) and nothing is written.  On SQLite and in memory each
+        written resource gets a revision of its own; on etcd the whole apply
+        is one etcd transaction, so its resources share one revision.
+
+        :returns: one result per resource, in apply order (prerequisites first).
         """
 
     @abc.abstractmethod
@@ -243,19 +308,87 @@ def direct_dependents(key: str, candidates: Iterable[Resource]) -> list[Resource
 def cascade_plan(key: str, candidates: Iterable[Resource]) -> list[Resource]:
     """Every resource that transitively references ``key``, in delete order.
 
+    Linear in the number of candidates: their references are indexed once.
+
     :param candidates: the resources that may reference ``key`` (all of them,
         or a superset of the dependents).
     """
-    pool = [c for c in candidates if c.key != key]
+    referrers: defaultdict[str, list[Resource]] = defaultdict(list)
+    for candidate in candidates:
+        if candidate.key != key:
+            for ref_key in {ref.key for ref in references(candidate)}:
+                referrers[ref_key].append(candidate)
     found: dict[str, Resource] = {}
     frontier = [key]
     while frontier:
-        target = frontier.pop()
-        for dep in direct_dependents(target, pool):
+        for dep in referrers.get(frontier.pop(), ()):
             if dep.key not in found:
                 found[dep.key] = dep
                 frontier.append(dep.key)
     return delete_order(found.values())
+
+
+def candidate_prefixes_closure(key: str) -> builtins.list[str]:
+    """Every prefix under which a transitive dependent of ``key`` can live.
+
+    The prefixes depend only on a key's kind and group, so the closure is
+    computed over those pairs, not over the dependents themselves.
+    """
+    prefixes: dict[str, None] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [key]
+    while todo:
+        current = todo.pop()
+        for prefix in dependent_candidates_prefixes(current):
+            if prefix in prefixes:
+                continue
+            prefixes[prefix] = None
+            kind, _, rest = prefix.partition("/")
+            group = rest.rstrip("/")
+            if (kind, group) not in seen:
+                seen.add((kind, group))
+                # A stand-in key of that kind and group: its candidates are the
+                # same for every name.
+                todo.append(f"{kind}/{group or '_'}/_")
+    return list(prefixes)
+
+
+def plan_apply(
+    resources: Sequence[Resource],
+    lookup: Callable[[str], Resource | None],
+    members: Callable[[str], Iterable[Resource]],
+) -> builtins.list[ApplyStep]:
+    """Check an apply against one snapshot; the steps in apply order.
+
+    :param resources: the manifest's resources, in document order.
+    :param lookup: the snapshot's version of a key, or ``None``.
+    :param members: the snapshot's resources that may live in a group (its
+        dependents' candidates), for groups whose catalog changes.
+    :raises ValidationError: naming the document (1-based) and the field.
+    """
+    number: dict[str, int] = {}
+    for position, resource in enumerate(resources, 1):
+        if resource.key in number:
+            raise ValidationError(
+                f"{resource.key} is defined twice (also document {number[resource.key]})",
+                field="metadata.name", document=position)
+        number[resource.key] = position
+    in_manifest = {r.key: r for r in resources}
+
+    def resolve(key: str) -> Resource | None:
+        return in_manifest.get(key) or lookup(key)
+
+    steps = []
+    for resource in apply_order(resources):
+        current = lookup(resource.key)
+        try:
+            check_references(resource, resolve)
+            check_group_update(resource, current, functools.partial(members, resource.key))
+        except ValidationError as exc:
+            raise ValidationError(f"{resource.key}: {exc.reason}", exc.field,
+                                  document=number[resource.key]) from None
+        steps.append(ApplyStep(resource, current))
+    return steps
 
 
 def refuse_if_referenced(key: str, candidates: Iterable[Resource]) -> None:

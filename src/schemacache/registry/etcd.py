@@ -13,7 +13,12 @@ Revisions are etcd's own.  Every write is one etcd transaction that compares
 what the write was decided on: the key's ``mod_revision`` (compare-and-set),
 the ``mod_revision`` of every referenced key, and — for deletes — that no key
 under the dependents' prefixes changed since they were read.  A transaction
-that lost only on those extra compares is retried from a fresh read.
+that lost only on those extra compares is retried from a fresh read.  A
+multi-document apply and a cascade delete are one transaction each too, so
+they are all-or-nothing; their size is bounded by etcd's ``--max-txn-ops``
+(default 128 operations: written keys, and compares) and
+``--max-request-bytes`` (default 1.5 MiB).  A larger one is refused with
+:class:`TooLargeError` and writes nothing.
 
 All endpoints form one gRPC target (``ipv4:h1:p1,h2:p2,…``); gRPC's pick-first
 policy talks to the first reachable member and moves to the next when it
@@ -28,9 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -46,20 +52,24 @@ from ..errors import (
     RegistryPermissionError,
     RegistryUnavailableError,
     SchemaCacheError,
+    TooLargeError,
     ValidationError,
 )
 from ..kinds import references
 from ..model import Event, EventType, Resource, parse_key
 from .base import (
     DEFAULT_NODE_TTL,
+    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
     WatchProgress,
+    candidate_prefixes_closure,
     cascade_plan,
     check_group_update,
     check_references,
     dependent_candidates_prefixes,
+    plan_apply,
     refuse_if_referenced,
 )
 from .etcd_conn import (
@@ -84,6 +94,12 @@ WATCH_BACKOFF_MIN = 0.05
 """First delay (seconds) before re-subscribing a broken watch."""
 WATCH_BACKOFF_MAX = 2.0
 """Longest delay (seconds) between watch re-subscriptions."""
+POINT_READS_PER_TXN = 100
+"""Keys an apply reads as single ranges of one transaction; more are read as
+whole prefixes at one revision (etcd refuses over ``--max-txn-ops`` per txn)."""
+TXN_LIMITS_HINT = ("etcd takes at most --max-txn-ops operations (default 128) and "
+                   "--max-request-bytes (default 1.5 MiB) per transaction; raise those "
+                   "limits on every member, or write in smaller parts")
 READ_BACKOFF_MIN = 0.05
 READ_BACKOFF_MAX = 0.5
 
@@ -258,8 +274,9 @@ class EtcdRegistry(Registry):
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return CompactedError(0)
-        if "request is too large" in details:
-            return ValidationError(f"resource too large for etcd ({details})")
+        if "request is too large" in details or "too many operations" in details:
+            return TooLargeError(f"write too large for one etcd transaction ({details}): "
+                                 f"{TXN_LIMITS_HINT}; nothing was written")
         if self._client is not None and code in _EXPLAINED_CODES:
             return await self._client.explain(exc)
         if code in _TRANSIENT_CODES:
@@ -392,34 +409,129 @@ class EtcdRegistry(Registry):
             self._raise_if_cas_lost(key, expected_revision, resp)
         raise RegistryUnavailableError(f"put {key}: too much contention, gave up")
 
+    async def apply(self, resources: Sequence[Resource]) -> _List[ApplyResult]:
+        resources = list(resources)
+        for _ in range(MAX_TXN_ATTEMPTS):
+            snapshot, read_rev = await self._apply_snapshot(resources)
+            members = await self._catalog_members(resources, snapshot, read_rev)
+            steps = plan_apply(resources, snapshot.get, functools.partial(_members_of, members))
+            writes = [s for s in steps if s.changed]
+            if not writes:
+                return [ApplyResult(s.resource.key, "unchanged", s.current_revision)
+                        for s in steps]
+            resp = await self._write_txn(
+                self._apply_compares(resources, writes, snapshot, members, read_rev),
+                [self._put_op(s.resource) for s in writes], [],
+            )
+            if resp.succeeded:
+                rev = int(resp.header.revision)
+                return [ApplyResult(s.resource.key, s.outcome,
+                                    rev if s.changed else s.current_revision) for s in steps]
+            # Something read changed since the snapshot: plan again from a fresh one.
+        raise RegistryUnavailableError("apply: too much contention, gave up")
+
+    async def _apply_snapshot(
+        self, resources: _List[Resource]
+    ) -> tuple[dict[str, Resource], int]:
+        """The manifest's keys and the keys they reference, as of one revision."""
+        keys = {r.key for r in resources}
+        keys |= {ref.key for r in resources for ref in references(r)}
+        if len(keys) <= POINT_READS_PER_TXN:
+            ranges, read_rev = await self._snapshot([self._range_op(self._skey(k)) for k in keys])
+            kvs = [kv for found in ranges for kv in found]
+        else:
+            prefixes = sorted({k.rsplit("/", 1)[0] + "/" for k in keys})
+            kvs, read_rev = await self._read_prefixes(prefixes)
+        found = {self._key_of(kv): self._decode(kv) for kv in kvs}
+        return {k: r for k, r in found.items() if k in keys}, read_rev
+
+    async def _read_prefixes(self, prefixes: _List[str]) -> tuple[_List[Any], int]:
+        """Every KeyValue under ``prefixes``, all read at one revision."""
+        revision = 0
+        kvs: _List[Any] = []
+        for prefix in prefixes:
+            start = self._skey(prefix)
+            end = _prefix_end(start)
+            while True:
+                resp = await self._read("kvstub.Range", rpc.RangeRequest(
+                    key=start, range_end=end, limit=LIST_PAGE_SIZE, revision=revision))
+                revision = revision or int(resp.header.revision)
+                kvs.extend(resp.kvs)
+                if not resp.more or not resp.kvs:
+                    break
+                start = bytes(resp.kvs[-1].key) + b"\0"
+        return kvs, revision
+
+    async def _catalog_members(
+        self, resources: _List[Resource], snapshot: dict[str, Resource], read_rev: int
+    ) -> dict[str, _List[Resource]]:
+        """For each group whose catalog the apply changes: one member, if any, at ``read_rev``."""
+        members: dict[str, _List[Resource]] = {}
+        for group in self._catalog_changes(resources, snapshot):
+            found: _List[Resource] = []
+            for prefix in dependent_candidates_prefixes(group.key):
+                start = self._skey(prefix)
+                resp = await self._read("kvstub.Range", rpc.RangeRequest(
+                    key=start, range_end=_prefix_end(start), limit=1, revision=read_rev))
+                found += [self._decode(kv) for kv in resp.kvs]
+            members[group.key] = found
+        return members
+
+    @staticmethod
+    def _catalog_changes(
+        resources: _List[Resource], snapshot: dict[str, Resource]
+    ) -> _List[Resource]:
+        return [r for r in resources if r.kind == "group" and r.key in snapshot
+                and snapshot[r.key].spec.get("catalog") != r.spec.get("catalog")]
+
+    def _apply_compares(
+        self, resources: _List[Resource], writes: _List[Any], snapshot: dict[str, Resource],
+        members: dict[str, _List[Resource]], read_rev: int,
+    ) -> _List[Any]:
+        """What the apply was decided on: written keys, referenced keys, and the
+        member prefixes of groups whose catalog changes."""
+        written = {s.resource.key for s in writes}
+        compares = [self._mod_is(s.resource.key, s.current.mod_revision if s.current else 0)
+                    for s in writes]
+        referenced = {ref.key for s in writes for ref in references(s.resource)} - written
+        compares += [self._mod_is(k, snapshot[k].mod_revision)
+                     for k in sorted(referenced) if k in snapshot]
+        for group_key in members:
+            compares += [self._unchanged_since(p, read_rev)
+                         for p in dependent_candidates_prefixes(group_key)]
+        return compares
+
+    def _put_op(self, resource: Resource) -> Any:
+        value = resource.with_revisions(0, 0, datetime.now(UTC)).to_json().encode()
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=self._skey(resource.key),
+                                                        value=value))
+
     async def delete(
         self, key: str, expected_revision: int | None = None, cascade: bool = False
     ) -> int:
         if cascade:
-            candidates = await self._read_dependents(key, expected_revision)
-            for dep in cascade_plan(key, candidates):
-                await self._delete_one(dep.key, None, refuse=False)
-        return await self._delete_one(key, expected_revision, refuse=True)
+            return await self._cascade_delete(key, expected_revision)
+        return await self._delete_one(key, expected_revision)
 
-    async def _read_dependents(
-        self, key: str, expected_revision: int | None
-    ) -> _List[Resource]:
-        """Every resource that may reference ``key``, transitively."""
-        prefixes: _List[str] = []
-        todo = [key]
-        seen_keys = {key}
-        while True:
-            for k in todo:
-                prefixes += [p for p in dependent_candidates_prefixes(k) if p not in prefixes]
-            ranges, _ = await self._snapshot(
+    async def _cascade_delete(self, key: str, expected: int | None) -> int:
+        """``key`` and everything depending on it, deleted in one transaction that
+        also proves no dependent appeared or changed since they were read."""
+        prefixes = candidate_prefixes_closure(key)
+        for _ in range(MAX_TXN_ATTEMPTS):
+            ranges, read_rev = await self._snapshot(
                 [self._range_op(self._skey(key))] + [self._prefix_op(p) for p in prefixes]
             )
-            self._current_or_raise(key, ranges[0], expected_revision)
-            candidates = {self._key_of(kv): kv for kvs in ranges[1:] for kv in kvs}
-            todo = [k for k in candidates if k not in seen_keys]
-            seen_keys.update(todo)
-            if not todo:
-                return [self._decode(kv) for kv in candidates.values()]
+            current = self._current_or_raise(key, ranges[0], expected)
+            plan = cascade_plan(key, (self._decode(kv) for kvs in ranges[1:] for kv in kvs))
+            compares = [self._mod_is(key, current.mod_revision)]
+            compares += [self._unchanged_since(p, read_rev) for p in prefixes]
+            deletes = [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
+                key=self._skey(k))) for k in [*(d.key for d in plan), key]]
+            resp = await self._write_txn(compares, deletes, [self._range_op(self._skey(key))])
+            if resp.succeeded:
+                return int(resp.header.revision)
+            self._raise_if_cas_lost(key, expected, resp)
+        raise RegistryUnavailableError(f"delete {key}: too much contention, gave up")
 
     def _current_or_raise(self, key: str, kvs: _List[Any], expected: int | None) -> Resource:
         if not kvs:
@@ -431,18 +543,15 @@ class EtcdRegistry(Registry):
             raise ConflictError(key, expected, current.mod_revision)
         return current
 
-    async def _delete_one(self, key: str, expected: int | None, refuse: bool) -> int:
+    async def _delete_one(self, key: str, expected: int | None) -> int:
         """Delete one key in a transaction that also proves no new dependent appeared."""
-        prefixes = dependent_candidates_prefixes(key) if refuse else []
+        prefixes = dependent_candidates_prefixes(key)
         for _ in range(MAX_TXN_ATTEMPTS):
             ranges, read_rev = await self._snapshot(
                 [self._range_op(self._skey(key))] + [self._prefix_op(p) for p in prefixes]
             )
-            if not ranges[0] and not refuse:
-                return read_rev  # a cascade step whose target is already gone
             current = self._current_or_raise(key, ranges[0], expected)
-            if refuse:
-                refuse_if_referenced(key, (self._decode(kv) for kvs in ranges[1:] for kv in kvs))
+            refuse_if_referenced(key, (self._decode(kv) for kvs in ranges[1:] for kv in kvs))
             compares = [self._mod_is(key, current.mod_revision)]
             compares += [self._unchanged_since(p, read_rev) for p in prefixes]
             resp = await self._write_txn(
@@ -691,6 +800,10 @@ class EtcdRegistry(Registry):
 
 
 # ------------------------------------------------------------------------- helpers
+
+
+def _members_of(members: dict[str, list[Resource]], group_key: str) -> list[Resource]:
+    return members.get(group_key, [])
 
 
 def _prefix_end(prefix: bytes) -> bytes:

@@ -12,13 +12,14 @@ import bisect
 import builtins
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from ..errors import CompactedError, ConflictError, NotFoundError
 from ..model import Event, EventType, Resource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
+    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
@@ -26,6 +27,7 @@ from .base import (
     check_group_update,
     check_references,
     dependent_candidates_prefixes,
+    plan_apply,
     refuse_if_referenced,
 )
 
@@ -76,10 +78,33 @@ class MemoryRegistry(Registry):
         self._check_expected(key, current, expected_revision)
         check_references(resource, self._items.get)
         check_group_update(resource, current, lambda: self._candidates(key))
+        rev = self._store(resource, current)
+        async with self._changed:
+            self._changed.notify_all()
+        return rev
+
+    async def apply(self, resources: Sequence[Resource]) -> builtins.list[ApplyResult]:
+        # No await between the checks and the last write: atomic under asyncio.
+        steps = plan_apply(resources, self._items.get, self._candidates)
+        results = []
+        for step in steps:
+            if not step.changed:
+                assert step.current is not None
+                results.append(ApplyResult(step.resource.key, "unchanged",
+                                           step.current.mod_revision))
+                continue
+            rev = self._store(step.resource, step.current)
+            results.append(ApplyResult(step.resource.key, step.outcome, rev))
+        async with self._changed:
+            self._changed.notify_all()
+        return results
+
+    def _store(self, resource: Resource, current: Resource | None) -> int:
+        """Write one version and log its event, without waking watchers."""
         rev = self._next_revision()
         stored = resource.with_revisions(current.create_revision if current else rev, rev)
-        self._items[key] = stored
-        await self._append(Event(type=EventType.PUT, key=key, revision=rev, resource=stored))
+        self._items[resource.key] = stored
+        self._log(Event(type=EventType.PUT, key=resource.key, revision=rev, resource=stored))
         return rev
 
     async def delete(
@@ -106,6 +131,9 @@ class MemoryRegistry(Registry):
         return rev
 
     async def compact(self, revision: int) -> None:
+        self._compact_to(revision)
+
+    def _compact_to(self, revision: int) -> None:
         revision = min(revision, self._revision)
         if revision <= self._compact_revision:
             return
@@ -177,10 +205,13 @@ class MemoryRegistry(Registry):
         self._revision += 1
         return self._revision
 
-    async def _append(self, event: Event) -> None:
+    def _log(self, event: Event) -> None:
         self._events.append(event)
         self._event_revs.append(event.revision)
         if len(self._events) > self._history_limit:
-            await self.compact(self._events[-self._history_limit].revision)
+            self._compact_to(self._events[-self._history_limit].revision)
+
+    async def _append(self, event: Event) -> None:
+        self._log(event)
         async with self._changed:
             self._changed.notify_all()

@@ -20,8 +20,11 @@ other processes act on a revision as soon as it is committed; with ``NORMAL``
 a power loss could roll back acknowledged commits and the same revision number
 would then be issued again for different content.
 
-All SQLite I/O runs on one dedicated thread per registry instance (one
-connection, never shared between threads), never on the event loop.  Watchers
+All SQLite writes run on one dedicated thread per registry instance (one
+connection, never shared between threads), never on the event loop.  Reads
+run on a small pool of threads with connections of their own: in WAL mode a
+reader works on its snapshot while a write transaction (a large apply, a
+cascade) is in progress, so no read ever waits for a write.  Watchers
 learn about commits of this instance at once, and about commits of other
 connections (other processes) by polling ``PRAGMA data_version`` every
 ``poll_interval`` seconds, a check that costs no read of the database.
@@ -34,8 +37,9 @@ import concurrent.futures
 import os
 import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import pydantic_core
@@ -54,13 +58,16 @@ from ..model import Event, EventType, Resource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
+    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
+    candidate_prefixes_closure,
     cascade_plan,
     check_group_update,
     check_references,
     dependent_candidates_prefixes,
+    plan_apply,
     refuse_if_referenced,
 )
 
@@ -69,6 +76,9 @@ DEFAULT_POLL_INTERVAL = 0.01
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a statement waits for another connection's write lock before failing."""
+
+READER_THREADS = 4
+"""Threads (each with its own connection) serving reads beside the writer."""
 
 WATCH_BATCH = 1000
 """Change rows a watcher reads per query."""
@@ -84,6 +94,7 @@ _T = TypeVar("_T")
 _Resources: TypeAlias = list[Resource]
 _Events: TypeAlias = list[Event]
 _Nodes: TypeAlias = list[NodeInfo]
+_Results: TypeAlias = list[ApplyResult]
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -179,6 +190,12 @@ class SqliteRegistry(Registry):
             max_workers=1, thread_name_prefix="schemacache-sqlite"
         )
         self._conn: sqlite3.Connection | None = None  # used on the executor thread only
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=READER_THREADS, thread_name_prefix="schemacache-sqlite-read"
+        )
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._schema_ready = False
         self._closed = False
         # Watch wake-ups: a counter bumped on every known commit, and the
         # futures of idle watchers waiting for it to move.
@@ -190,19 +207,24 @@ class SqliteRegistry(Registry):
     # --- reads --------------------------------------------------------------
 
     async def get(self, key: str) -> Resource:
-        value = await self._run(self._get_value, key)
+        value = await self._read(self._get_value, key)
         if value is None:
             raise NotFoundError(key)
         return _decode(value)
 
     async def list(self, prefix: str = "") -> tuple[_Resources, int]:
-        return await self._run(self._list, prefix)
+        return await self._read(self._list, prefix)
 
     async def revision(self) -> int:
-        return (await self._run(self._meta))[1]
+        return (await self._read(self._meta))[1]
 
     async def cluster_id(self) -> str:
-        return (await self._run(self._meta))[0]
+        return (await self._read(self._meta))[0]
+
+    async def check(self) -> None:
+        """Open the file for writing (creating the store if needed); raises
+        :class:`SqliteStoreError` naming the file when it cannot serve."""
+        await self._run(self._meta)
 
     # --- writes -------------------------------------------------------------
 
@@ -210,6 +232,11 @@ class SqliteRegistry(Registry):
         rev = await self._run(self._put, resource, expected_revision)
         self._notify()
         return rev
+
+    async def apply(self, resources: Sequence[Resource]) -> _Results:
+        results = await self._run(self._apply, resources)
+        self._notify()
+        return results
 
     async def delete(
         self, key: str, expected_revision: int | None = None, cascade: bool = False
@@ -233,13 +260,13 @@ class SqliteRegistry(Registry):
         try:
             self._ensure_poller()
             if start_revision is None:
-                next_rev = (await self._run(self._meta))[1] + 1
+                next_rev = (await self._read(self._meta))[1] + 1
             else:
                 next_rev = start_revision
             while not self._closed:
                 seen = self._generation
                 try:
-                    events, after = await self._run(self._read_changes, prefix, next_rev)
+                    events, after = await self._read(self._read_changes, prefix, next_rev)
                 except RegistryUnavailableError:
                     if self._closed:
                         return
@@ -273,7 +300,7 @@ class SqliteRegistry(Registry):
         return NodeLease(info=info, ttl=ttl, refresh=refresh, revoke=revoke)
 
     async def list_nodes(self) -> _Nodes:
-        return await self._run(self._list_nodes)
+        return await self._read(self._list_nodes)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -290,6 +317,8 @@ class SqliteRegistry(Registry):
             await loop.run_in_executor(self._executor, self._disconnect)
         finally:
             self._executor.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
+            self._close_idle_readers()
 
     # --- event-loop side internals ----------------------------------------------
 
@@ -300,6 +329,21 @@ class SqliteRegistry(Registry):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+        except RuntimeError as exc:  # executor shut down by a concurrent close()
+            if self._closed:
+                raise RegistryUnavailableError(f"sqlite registry {self.path} is closed") from exc
+            raise
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(conn, *args)`` on a reader thread with a reader connection."""
+        if self._closed:
+            raise RegistryUnavailableError(f"sqlite registry {self.path} is closed")
+        if not self._schema_ready:
+            await self.check()  # the writer creates (or checks) the store first
+            self._schema_ready = True
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._read_guarded, fn, args)
         except RuntimeError as exc:  # executor shut down by a concurrent close()
             if self._closed:
                 raise RegistryUnavailableError(f"sqlite registry {self.path} is closed") from exc
@@ -362,15 +406,63 @@ class SqliteRegistry(Registry):
     def _guarded(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         try:
             return fn(self._connection(), *args)
-        except sqlite3.OperationalError as exc:
-            text = str(exc).lower()
+        except sqlite3.Error as exc:
+            mapped = self._map_error(exc)
+            if isinstance(mapped, SqliteStoreError):
+                self._drop_broken()
+            raise mapped from exc
+
+    def _map_error(self, exc: sqlite3.Error) -> SchemaCacheError:
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError):
             if "locked" in text or "busy" in text:
-                raise RegistryUnavailableError(f"sqlite registry {self.path}: {exc}") from exc
-            self._drop_broken()
-            raise SqliteStoreError(self.path, str(exc)) from exc
-        except sqlite3.DatabaseError as exc:
-            self._drop_broken()
-            raise SqliteStoreError(self.path, f"not a usable SQLite database ({exc})") from exc
+                return RegistryUnavailableError(f"sqlite registry {self.path}: {exc}")
+            return SqliteStoreError(self.path, str(exc))
+        return SqliteStoreError(self.path, f"not a usable SQLite database ({exc})")
+
+    def _read_guarded(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        conn = self._take_reader()
+        try:
+            result = fn(conn, *args)
+        except sqlite3.Error as exc:
+            mapped = self._map_error(exc)
+            if isinstance(mapped, SqliteStoreError):
+                conn.close()  # not reused: the next read opens the file again
+            else:
+                self._give_back_reader(conn)
+            raise mapped from exc
+        except BaseException:
+            self._give_back_reader(conn)
+            raise
+        self._give_back_reader(conn)
+        return result
+
+    def _take_reader(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        try:
+            conn = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(DEFAULT_BUSY_TIMEOUT * 1000)}")
+        except sqlite3.Error as exc:
+            raise self._map_error(exc) from exc
+        return conn
+
+    def _give_back_reader(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        with self._readers_lock:
+            if not self._closed:
+                self._idle_readers.append(conn)
+                return
+        conn.close()
+
+    def _close_idle_readers(self) -> None:
+        with self._readers_lock:
+            idle, self._idle_readers = self._idle_readers, []
+        for conn in idle:
+            conn.close()
 
     def _drop_broken(self) -> None:
         # A connection that failed below the SQL level is not reused: the next
@@ -589,22 +681,27 @@ class SqliteRegistry(Registry):
             check_references(resource, self._lookup(conn))
             # Lazily: one member is enough to refuse a catalog change.
             check_group_update(resource, current, lambda: self._iter_candidates(conn, key))
-            rev = self._next_revision(conn)
-            stored = resource.with_revisions(current.create_revision if current else rev, rev)
-            value = stored.to_json()
-            conn.execute(
-                "INSERT OR REPLACE INTO resources "
-                "(key, kind, grp, value, create_revision, mod_revision) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, stored.kind, stored.group, value, stored.create_revision, rev),
-            )
-            conn.execute(
-                "INSERT INTO changes (revision, key, type, resource) VALUES (?, ?, 'PUT', ?)",
-                (rev, key, value),
-            )
-            return rev
+            return self._store(conn, resource, current)
 
         return self._write(conn, body)
+
+    def _store(self, conn: sqlite3.Connection, resource: Resource,
+               current: Resource | None) -> int:
+        """Write one version (resource row and change row) at the next revision."""
+        rev = self._next_revision(conn)
+        stored = resource.with_revisions(current.create_revision if current else rev, rev)
+        value = stored.to_json()
+        conn.execute(
+            "INSERT OR REPLACE INTO resources "
+            "(key, kind, grp, value, create_revision, mod_revision) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (resource.key, stored.kind, stored.group, value, stored.create_revision, rev),
+        )
+        conn.execute(
+            "INSERT INTO changes (revision, key, type, resource) VALUES (?, ?, 'PUT', ?)",
+            (rev, resource.key, value),
+        )
+        return rev
 
     def _remove(self, conn: sqlite3.Connection, key: str, value: str) -> int:
         rev = self._next_revision(conn)
@@ -658,20 +755,28 @@ class SqliteRegistry(Registry):
         return self._write(conn, body)
 
     def _transitive_candidates(self, conn: sqlite3.Connection, key: str) -> _Resources:
-        """Every resource that may reference ``key`` directly or through others."""
-        pool: dict[str, Resource] = {}
-        frontier = [key]
-        visited: set[str] = set()
-        while frontier:
-            target = frontier.pop()
-            if target in visited:
-                continue
-            visited.add(target)
-            for res in self._candidates(conn, target):
-                if res.key not in pool:
-                    pool[res.key] = res
-                    frontier.append(res.key)
-        return list(pool.values())
+        """Every resource that may reference ``key`` directly or through others
+        (each candidate prefix read once)."""
+        return [_decode(value) for prefix in candidate_prefixes_closure(key)
+                for value in self._values_under(conn, prefix)]
+
+    def _apply(self, conn: sqlite3.Connection, resources: Sequence[Resource]) -> _Results:
+        """Check every rule against the transaction's snapshot, then write: all or nothing."""
+        def body() -> _Results:
+            with gc_paused():
+                steps = plan_apply(resources, self._lookup(conn),
+                                   lambda key: self._iter_candidates(conn, key))
+                results = []
+                for step in steps:
+                    if step.changed:
+                        rev = self._store(conn, step.resource, step.current)
+                    else:
+                        assert step.current is not None
+                        rev = step.current.mod_revision
+                    results.append(ApplyResult(step.resource.key, step.outcome, rev))
+                return results
+
+        return self._write(conn, body)
 
     def _compact(self, conn: sqlite3.Connection, revision: int) -> None:
         def body() -> None:
