@@ -222,11 +222,39 @@ async def test_413_body_over_the_limit(api: Api) -> None:
         for _ in range(20):
             yield b" " * (DEFAULT_MAX_BODY // 16)
 
-    r = await api.client.post("/v1/apply", content=chunks())
+    r = await api.client.put("/v1/schemas/group/g", content=chunks())
     assert "content-length" not in r.request.headers
     _assert_error(r, 413, "too_large")
     r = await api.client.put("/v1/schemas/group/g", json=_doc(group("g")))
     assert r.status_code == 201
+
+
+async def test_apply_has_a_larger_limit_of_its_own(tmp_path: Path) -> None:
+    """A manifest over the 1 MiB document limit goes through /v1/apply in one
+    request; over the apply limit, streamed or declared, it is refused with 413."""
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    limit = 4 * DEFAULT_MAX_BODY
+    server = UvicornServer(create_registry_app(registry, max_apply_body=limit))
+    await server.start()
+    try:
+        docs = [_doc(group("g")), *(_doc(measure("g", f"m{i}")) for i in range(4000))]
+        body = json.dumps(docs).encode()
+        assert DEFAULT_MAX_BODY < len(body) < limit
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            r = await client.post("/v1/apply", content=body)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["results"]) == len(docs)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(5):
+                    yield b" " * DEFAULT_MAX_BODY
+
+            r = await client.post("/v1/apply", content=chunks())
+            _assert_error(r, 413, "too_large")
+            assert str(limit) in r.json()["message"]
+    finally:
+        await server.stop()
+        await registry.close()
 
 
 async def test_401_403_on_writes_reads_open(secured: Api) -> None:

@@ -18,6 +18,7 @@ import pytest
 from schemacache import ValidationError, banyandb, banyandb_facts, load_resources, open_registry
 from schemacache.apply import apply_resources
 from schemacache.model import Resource
+from schemacache.manifest import parse_manifest
 
 CORPUS = Path(__file__).parent / "banyandb_corpus"
 FILES = sorted(CORPUS.rglob("*.json"))
@@ -309,7 +310,7 @@ REJECTED = [
                          ids=[name for name, _, _ in REJECTED])
 def test_rejected_with_the_field_path(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
-        load_resources(json.dumps(doc, indent=1))
+        parse_manifest(json.dumps(doc, indent=1))
     assert info.value.field == field, str(info.value)
     assert info.value.document == 1
 
@@ -348,7 +349,7 @@ def test_manifests_keep_working(examples_dir: Path) -> None:
     assert resources and all(r.spec for r in resources)
     measure = next(r for r in resources if r.kind == "measure")
     assert measure.spec["fields"][0]["compression_method"] == "ZSTD"
-    short = load_resources("kind: index_rule\nmetadata: {group: g, name: r}\n"
+    short = parse_manifest("kind: index_rule\nmetadata: {group: g, name: r}\n"
                            "spec: {tags: [a], type: TYPE_TREE}\n")
     assert short[0].spec["type"] == "TREE"
 

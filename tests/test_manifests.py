@@ -10,7 +10,7 @@ import pytest
 
 from schemacache import ValidationError, load_resources, open_registry
 from schemacache.apply import apply_resources
-from schemacache.manifest import MAX_DOCUMENT_BYTES
+from schemacache.manifest import MAX_DOCUMENT_BYTES, parse_manifest
 
 GROUP = """
 kind: group
@@ -96,7 +96,7 @@ async def test_invalid_manifest_is_rejected_naming_the_field(case: str, text: st
                                                              expected: str) -> None:
     registry = open_registry("memory://")
     with pytest.raises(ValidationError) as err:
-        resources = load_resources(text)
+        resources = parse_manifest(text)
         await apply_resources(registry, resources)
     assert expected in str(err.value), f"{case}: {err.value}"
     assert isinstance(err.value, ValueError)
@@ -112,7 +112,7 @@ async def test_reference_errors_write_nothing() -> None:
     registry = open_registry("memory://")
     # Valid on its own, but the measure's group is missing: the whole apply stops
     # before any write because the group document comes first in dependency order.
-    resources = load_resources(measure_doc(TAGS + ENTITY, "{group: nope, name: m}"))
+    resources = parse_manifest(measure_doc(TAGS + ENTITY, "{group: nope, name: m}"))
     with pytest.raises(ValidationError) as err:
         await apply_resources(registry, resources)
     assert err.value.field == "metadata.group"
@@ -128,7 +128,7 @@ def test_json_manifests_and_directories(tmp_path: Path, examples_dir: Path) -> N
              "spec": {"catalog": "PROPERTY", "resource_opts": {"shard_num": 1}}}]
     (tmp_path / "a.json").write_text(json.dumps(docs))
     assert [r.key for r in load_resources(tmp_path / "a.json")] == ["group/j"]
-    assert [r.key for r in load_resources(json.dumps(docs[0]))] == ["group/j"]
+    assert [r.key for r in parse_manifest(json.dumps(docs[0]))] == ["group/j"]
     examples = load_resources(examples_dir)
     kinds = {r.kind for r in examples}
     assert {"group", "measure", "stream", "index_rule", "index_rule_binding",

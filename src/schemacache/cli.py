@@ -94,6 +94,11 @@ TlsKeyOpt = Annotated[str | None, typer.Option(
     "--tls-key", help="private key (PEM) of --tls-cert")]
 
 
+NodeTokenOpt = Annotated[str | None, typer.Option(
+    "--node-token", envvar=node_config.NODE_TOKEN_ENV,
+    help="bearer token of the nodes' admin APIs")]
+
+
 class Output(StrEnum):
     table = "table"
     yaml = "yaml"
@@ -155,9 +160,7 @@ def serve(
     listen: Annotated[str, typer.Option(help="host:port to bind")] = DEFAULT_LISTEN,
     token: Annotated[str | None, typer.Option(help="bearer token required on writes")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
-    node_token: Annotated[str | None, typer.Option(
-        envvar="SCHEMACACHE_NODE_TOKEN",
-        help="bearer token of the nodes' admin APIs (sent with the console's repairs)")] = None,
+    node_token: NodeTokenOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     cacert: Annotated[str | None, typer.Option(
@@ -166,8 +169,13 @@ def serve(
 ) -> None:
     """Serve the registry HTTP API and the operator console at / (reads open; writes
     need the token when one is set)."""
-    from .api.http import is_loopback, parse_listen
+    token = _resolve_token(token, token_file)
+    _check_listen(listen, token, "registry API")
+    _run(_serve(registry, listen, token, node_token, tls=(tls_cert, tls_key), cacert=cacert))
 
+
+def _resolve_token(token: str | None, token_file: Path | None) -> str | None:
+    """The token of ``--token`` or ``--token-file`` (exit 2 on a bad combination or file)."""
     if token and token_file:
         raise fail("use --token or --token-file, not both", EXIT_USAGE)
     if token_file is not None:
@@ -177,14 +185,16 @@ def serve(
             raise fail(f"cannot read token file: {exc}", EXIT_USAGE) from None
         if not token:
             raise fail(f"token file {token_file} is empty", EXIT_USAGE)
+    return token or None
+
+
+def _check_listen(listen: str, token: str | None, what: str) -> None:
+    from .api.http import UnprotectedListenError, refuse_unprotected
+
     try:
-        host, _ = parse_listen(listen)
-    except ValueError as exc:
+        refuse_unprotected(listen, token, what)
+    except (ValueError, UnprotectedListenError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
-    if not is_loopback(host) and not token:
-        raise fail(f"refusing to serve on non-loopback address {host} without a token "
-                   "(pass --token or --token-file)", EXIT_USAGE)
-    _run(_serve(registry, listen, token, node_token, tls=(tls_cert, tls_key), cacert=cacert))
 
 
 async def _serve(url: str, listen: str, token: str | None, node_token: str | None,
@@ -196,12 +206,16 @@ async def _serve(url: str, listen: str, token: str | None, node_token: str | Non
 
     registry = open_registry(url)
     try:
+        # A registry that refuses us (credentials, TLS, permissions) or that we
+        # cannot use (a file we cannot write) is an error at start, naming it,
+        # not a server answering 503 to every request.
+        try:
+            await registry.check()
+        except SchemaCacheError as exc:
+            raise fail(f"cannot serve registry {url}: {exc}") from None
         app = create_registry_app(registry, token=token, node_token=node_token,
                                   cacert=cacert)
         server = UvicornServer(app, listen, tls_cert=tls[0], tls_key=tls[1])
-        # A registry that refuses us (credentials, TLS, permissions) is an error
-        # at start, not a server answering 503 to every request.
-        await registry.revision()
         base = await server.start()
         shown = getattr(registry, "url", url)
         out.print(f"schemacache registry API listening on {base} (registry {shown}); "
@@ -268,8 +282,14 @@ def node(
     tls_cert: TlsCertOpt = node_config.DEFAULT_TLS_CERT,
     tls_key: TlsKeyOpt = node_config.DEFAULT_TLS_KEY,
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+    token: Annotated[str | None, typer.Option(
+        envvar=node_config.NODE_TOKEN_ENV,
+        help="bearer token required on repair, cache and failures")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
 ) -> None:
     """Run one node: watch the registry, keep the cache, call the handler, serve admin HTTP."""
+    token = _resolve_token(token, token_file)
+    _check_listen(listen, token, "node admin API")
     config = node_config.NodeConfig(
         registry=registry, name=name, state_dir=state_dir, listen=listen, handler=handler,
         max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
@@ -277,7 +297,7 @@ def node(
         alert_webhook=alert_webhook, alert_resend_interval=alert_resend_interval,
         node_ttl=node_ttl, repair_backoff_base=repair_backoff_base,
         repair_backoff_cap=repair_backoff_cap, unreachable_alert_after=unreachable_alert_after,
-        tls_cert=tls_cert, tls_key=tls_key,
+        tls_cert=tls_cert, tls_key=tls_key, token=token,
     )
     from .node.runner import configure_logging, run_node
 
@@ -298,12 +318,13 @@ def up(
     registry: Annotated[str | None, typer.Option(
         help="registry URL shared by the API and the nodes (default: "
              "sqlite:///DATA_DIR/registry.db; etcd:// and etcds:// work too)")] = None,
+    node_token: NodeTokenOpt = None,
 ) -> None:
     """Run a local cluster: SQLite registry, the API and N nodes, until Ctrl-C."""
     from .cluster import run_up
 
     raise typer.Exit(_run(run_up(nodes=nodes, data_dir=data_dir, listen=listen,
-                                 registry=registry)))
+                                 registry=registry, node_token=node_token)))
 
 
 @app.command()
@@ -322,22 +343,19 @@ def demo(
 
 
 def _read_manifests(files: list[str], kind: str | None = None) -> list[Resource]:
-    texts: list[str | Path] = []
+    from .manifest import load_resources, parse_manifest
+
     for f in files:
-        if f == "-":
-            texts.append(sys.stdin.read())
-        else:
-            path = Path(f)
-            if not path.exists():
-                raise fail(f"{f}: no such file or directory")
-            texts.append(path)
+        if f != "-" and not Path(f).exists():
+            raise fail(f"{f}: no such file or directory")
     resources: list[Resource] = []
     seen: set[str] = set()
-    from .manifest import load_resources
-
-    for source in texts:
+    for f in files:
         try:
-            loaded = load_resources(source, kind=kind)
+            if f == "-":
+                loaded = parse_manifest(sys.stdin.buffer.read(), kind=kind)
+            else:
+                loaded = load_resources(f, kind=kind)
         except ValidationError as exc:
             raise fail(f"invalid manifest: {exc}") from None
         for r in loaded:
@@ -615,18 +633,20 @@ def status(
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     cacert: CacertOpt = None,
+    node_token: NodeTokenOpt = None,
 ) -> None:
     """Every live node's state beside the registry's revision and digest."""
-    cluster = _run(_cluster(server, token, cacert))
+    cluster = _run(_cluster(server, token, cacert, node_token))
     if output is BriefOutput.json:
         out.print_json(json.dumps(cluster))
         return
     out.print(render_status(cluster))
 
 
-async def _cluster(server: str, token: str | None, cacert: str | None = None) -> dict[str, Any]:
+async def _cluster(server: str, token: str | None, cacert: str | None = None,
+                   node_token: str | None = None) -> dict[str, Any]:
     async with RegistryClient(server, token, cacert=cacert) as client:
-        return await client.cluster()
+        return await client.cluster(node_token=node_token)
 
 
 def render_status(cluster: dict[str, Any]) -> Table:

@@ -42,6 +42,11 @@ def tls_verify(cacert: str | None = None) -> ssl.SSLContext | bool:
     except (OSError, ssl.SSLError) as exc:
         raise ClientError(0, "tls", f"cannot load CA certificate {path}: "
                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+APPLY_TIMEOUT = 600.0
+"""Seconds an apply may take: one request carries a whole manifest, of any size."""
+
+NODE_TOKEN_HEADER = "X-Schemacache-Node-Token"
+"""Request header of ``GET /v1/cluster`` carrying the nodes' admin token."""
 
 
 class ClientError(Exception):
@@ -99,7 +104,8 @@ class RegistryClient:
         """``POST /v1/apply``: ``{"results": [{key, action, revision}], "revision"}``."""
         body = json.dumps([r.to_dict() for r in resources])
         return await self._call("POST", "/v1/apply", content=body,
-                                headers={"content-type": "application/json"})
+                                headers={"content-type": "application/json"},
+                                timeout=APPLY_TIMEOUT)
 
     async def put(self, resource: Resource, expected_revision: int | None = None) -> dict[str, Any]:
         """``PUT /v1/schemas/{key}``: ``{"key", "revision"}`` (``expected_revision`` as
@@ -140,10 +146,15 @@ class RegistryClient:
         """``GET /v1/nodes``: the live node registrations."""
         return list((await self._call("GET", "/v1/nodes"))["nodes"])
 
-    async def cluster(self) -> dict[str, Any]:
+    async def cluster(self, node_token: str | None = None) -> dict[str, Any]:
         """``GET /v1/cluster``: ``{"revision", "digest", "nodes": [{name, admin_url,
-        status, error}]}``."""
-        return await self._call("GET", "/v1/cluster")
+        status, error}]}``.
+
+        :param node_token: the nodes' admin token, for the server to send them in
+            place of its own (default ``None``: the server's own, if any).
+        """
+        headers = {NODE_TOKEN_HEADER: node_token} if node_token else {}
+        return await self._call("GET", "/v1/cluster", headers=headers)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -205,13 +205,14 @@ def _make_dir(path: Path) -> None:
 class _ApiServer:
     """The registry and its HTTP API, served in this process."""
 
-    def __init__(self, registry_url: str, listen: str):
+    def __init__(self, registry_url: str, listen: str, node_token: str | None = None):
         from .api.http import UvicornServer
         from .api.server import create_registry_app
         from .registry import open_registry
 
         self.registry = open_registry(registry_url)
-        self.server = UvicornServer(create_registry_app(self.registry), listen)
+        self.server = UvicornServer(
+            create_registry_app(self.registry, node_token=node_token), listen)
         self.url = ""
 
     async def start(self) -> str:
@@ -246,7 +247,7 @@ async def _stop_all(nodes: list[NodeProcess]) -> None:
 
 async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
                  listen: str = "127.0.0.1:8080", console: Console | None = None,
-                 registry: str | None = None) -> int:
+                 registry: str | None = None, node_token: str | None = None) -> int:
     """Run the local cluster until SIGINT/SIGTERM; returns the exit code.
 
     :param nodes: number of node subprocesses (default 3).
@@ -256,8 +257,12 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
     :param console: where to print (default: stdout).
     :param registry: registry URL the API and the nodes share (default: the
         embedded SQLite file ``data_dir/registry.db``).
+    :param node_token: the nodes' admin token (default ``None``: open admin APIs);
+        handed to each node through its environment, and to the API for
+        ``GET /v1/cluster``.
     """
     from .api.http import is_loopback, parse_listen
+    from .node.config import NODE_TOKEN_ENV
 
     out = console or _console()
     if not is_loopback(parse_listen(listen)[0]):
@@ -267,7 +272,7 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
     registry_url = registry or sqlite_url(data_dir / "registry.db")
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    api = _ApiServer(registry_url, listen)
+    api = _ApiServer(registry_url, listen, node_token)
     children: list[NodeProcess] = []
     try:
         url = await api.start()
@@ -276,7 +281,8 @@ async def run_up(nodes: int = 3, data_dir: Path = Path("./var"),
         nodes_dir = data_dir / "nodes"
         for i in range(1, nodes + 1):
             name = f"node-{i}"
-            child = NodeProcess(name, registry_url, nodes_dir / name, nodes_dir / f"{name}.log")
+            child = NodeProcess(name, registry_url, nodes_dir / name, nodes_dir / f"{name}.log",
+                                env={NODE_TOKEN_ENV: node_token} if node_token else None)
             await child.start()
             out.print(f"{name} started (pid {child.pid}, log {child.log_path})")
             children.append(child)

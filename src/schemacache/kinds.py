@@ -13,7 +13,7 @@ import builtins
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -498,9 +498,22 @@ class IndexRuleBindingSpec(_Strict):
     @model_validator(mode="after")
     def _window(self) -> IndexRuleBindingSpec:
         _unique(self.rules, "rules", "rule")
-        if self.begin_at and self.expire_at and self.expire_at <= self.begin_at:
+        if self.begin_at and self.expire_at and _utc(self.expire_at) <= _utc(self.begin_at):
             raise _field_error("expire_at", "must be later than begin_at")
         return self
+
+
+_EPOCH = datetime(1, 1, 1)
+
+
+def _utc(moment: datetime) -> timedelta:
+    """``moment`` as time since 0001-01-01 UTC; a naive datetime is taken as UTC.
+
+    A ``timedelta``, not a ``datetime``: converting ``9999-12-31T23:00-05:00``
+    to UTC would overflow the datetime range.
+    """
+    offset = moment.utcoffset() or timedelta(0)
+    return moment.replace(tzinfo=None) - _EPOCH - offset
 
 
 class ProtoMetadata(_Strict):

@@ -1,9 +1,25 @@
-"""Reading manifests: multi-document YAML or JSON into validated resources."""
+"""Reading manifests: multi-document YAML or JSON into validated resources.
+
+Two entry points that never guess what they were given:
+:func:`load_resources` reads a file or a directory, :func:`parse_manifest`
+parses manifest text.  Every way a manifest can be bad ends in
+:class:`~schemacache.ValidationError` naming the document and the field.
+
+Hostile input is stopped here, before any model sees it: integers are bounded
+before conversion (:data:`MAX_INT_DIGITS` digits, then 64 bits), strings that
+cannot be encoded as UTF-8 (lone surrogates) and values that are not JSON
+(non-finite floats, binary, sets, non-string keys) are refused naming their
+field.  YAML goes through libyaml's ``CSafeLoader`` when PyYAML was built with
+it (its wheels are), else the pure-Python safe loader.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterable
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,39 +29,81 @@ from . import banyandb
 from .errors import ValidationError
 from .model import Resource
 
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024
-"""Largest manifest (all documents together) :func:`load_resources` reads."""
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+"""Largest manifest (all documents together) read from one file or text."""
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """Largest single document; schema objects are small, a larger one is a mistake."""
 
+MAX_INT_DIGITS = 20
+"""Digits an integer may have before it is converted (every integer of the
+schema fits in 64 bits: at most 20 digits)."""
+
+INT_MIN = -(2**63)
+"""Smallest integer a manifest may hold (int64)."""
+
+INT_MAX = 2**64 - 1
+"""Largest integer a manifest may hold (uint64)."""
+
+MAX_DOCUMENT_VALUES = 100_000
+"""Values (scalars, lists, mappings) one document may hold once YAML aliases
+are expanded: a bound on alias bombs, far above any real schema object."""
+
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
+LIBYAML = _SafeLoader.__name__ == "CSafeLoader"
+"""True when YAML is parsed by libyaml."""
 
-def load_resources(source: str | Path, kind: str | None = None) -> list[Resource]:
-    """Read and validate every resource of a manifest.
 
-    :param source: a path to a file or a directory (every ``*.yaml``, ``*.yml``
-        and ``*.json`` in it, sorted), or the manifest text itself.
+class _OutOfRange(str):
+    """An integer literal too long to convert; reported with its field path."""
+
+
+def _bounded_int(literal: str) -> int | _OutOfRange:
+    digits = len(literal.lstrip("+-"))
+    return int(literal) if digits <= MAX_INT_DIGITS else _OutOfRange(literal)
+
+
+class _ManifestLoader(_SafeLoader):
+    """The safe loader, with integers bounded before conversion."""
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(node.value).replace("_", "")
+    if len(text.lstrip("+-")) > MAX_INT_DIGITS + 2:  # room for a 0x/0o/0b prefix
+        return _OutOfRange(text)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_ManifestLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_resources(path: str | os.PathLike[str], kind: str | None = None) -> list[Resource]:
+    """Read and validate every resource of a manifest file or directory.
+
+    :param path: a file, or a directory (every ``*.yaml``, ``*.yml`` and
+        ``*.json`` in it, recursively, sorted).  Always a path: manifest text
+        goes to :func:`parse_manifest`.
     :param kind: the kind of documents that name none (default ``None``); a
         document naming another kind is refused.  Without it, a BanyanDB document
         takes its kind from its folder (``measures/``, ``index_rules/``, …).
     :returns: the resources in document order.
-    :raises ValidationError: naming the document (1-based), the field path and
-        the reason; nothing is returned when any document is invalid.
+    :raises ValidationError: naming the file, the document (1-based), the
+        field path and the reason — also for a file that cannot be read.
     """
+    root = Path(path)
     resources: list[Resource] = []
-    for origin, text in _read_sources(source):
-        folder_kind = None
-        if origin:
-            root = Path(source)
-            folder_kind = banyandb.kind_from_path(Path(origin), root if root.is_dir() else None)
+    for origin, text in _read_sources(root):
+        folder_kind = banyandb.kind_from_path(Path(origin), root if root.is_dir() else None)
         try:
             resources.extend(parse_manifest(text, kind=kind, folder_kind=folder_kind))
         except ValidationError as exc:
-            if origin:
-                raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
-            raise
+            raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
     reject_duplicates(resources)
     return resources
 
@@ -62,11 +120,36 @@ def reject_duplicates(resources: list[Resource]) -> None:
 
 def parse_manifest(text: str | bytes, kind: str | None = None,
                    folder_kind: str | None = None) -> list[Resource]:
-    """Validate the documents of one manifest text (see :func:`load_resources`).
+    """Validate the documents of one manifest text (YAML documents separated by
+    ``---``, a JSON object, or a JSON list of objects).
 
     :param kind: the kind of documents that name none (default ``None``).
     :param folder_kind: the kind the file's folder names, for BanyanDB documents
         that name none (default ``None``).
+    :raises ValidationError: naming the document (1-based), the field and the reason.
+    """
+    out = []
+    for number, doc in enumerate(parse_documents(text), 1):
+        try:
+            out.append(document_to_resource(doc, kind=kind, folder_kind=folder_kind))
+        except ValidationError as exc:
+            raise ValidationError(exc.reason, exc.field, document=number) from None
+    return out
+
+
+def document_to_resource(doc: dict[str, Any], kind: str | None = None,
+                         folder_kind: str | None = None) -> Resource:
+    """One parsed document (see :func:`parse_documents`) as a validated resource:
+    a schemacache manifest or a BanyanDB document (see :mod:`schemacache.banyandb`)."""
+    return banyandb.to_resource(doc, kind=kind, folder_kind=folder_kind)
+
+
+def parse_documents(text: str | bytes) -> list[dict[str, Any]]:
+    """The documents of a manifest text as plain JSON values (not yet validated
+    as resources), each a mapping.
+
+    :raises ValidationError: for text that is not YAML/JSON, too large, nested
+        too deeply, or holding a value no schema field can take (naming it).
     """
     if len(text) > MAX_MANIFEST_BYTES:
         raise ValidationError(f"manifest too large ({len(text)} bytes > {MAX_MANIFEST_BYTES})")
@@ -75,13 +158,27 @@ def parse_manifest(text: str | bytes, kind: str | None = None,
             text = text.decode()
         except UnicodeDecodeError as exc:
             raise ValidationError(f"manifest is not UTF-8 text ({exc.reason})") from None
-    out = []
-    for number, doc in enumerate(_documents(text), 1):
+    try:
+        docs = _documents(text)
+    except RecursionError:
+        raise ValidationError("manifest nested too deeply") from None
+    for number, doc in enumerate(docs, 1):
+        if not isinstance(doc, dict):
+            raise ValidationError(
+                "expected a mapping (kind, metadata and spec, or a BanyanDB document), "
+                f"got {type(doc).__name__}",
+                document=number,
+            )
+    if not docs:
+        raise ValidationError("manifest holds no document")
+    for number, doc in enumerate(docs, 1):
         try:
-            out.append(banyandb.to_resource(doc, kind=kind, folder_kind=folder_kind))
+            docs[number - 1] = _plain(doc, "", [MAX_DOCUMENT_VALUES])
+        except RecursionError:
+            raise ValidationError("document nested too deeply", document=number) from None
         except ValidationError as exc:
             raise ValidationError(exc.reason, exc.field, document=number) from None
-    return out
+    return docs
 
 
 def _documents(text: str) -> list[Any]:
@@ -92,27 +189,73 @@ def _documents(text: str) -> list[Any]:
         _check_sizes(len(part) for part in text.split("\n---"))
     if is_json:
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_int=_bounded_int)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
         docs = data if isinstance(data, list) else [data]
         if len(text) > MAX_DOCUMENT_BYTES:
-            _check_sizes(len(json.dumps(d)) for d in docs)
-    else:
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as exc:
-            raise ValidationError(f"invalid YAML: {_yaml_reason(exc)}") from None
-    for number, doc in enumerate(docs, 1):
-        if not isinstance(doc, dict):
-            raise ValidationError(
-                "expected a mapping (kind, metadata and spec, or a BanyanDB document), "
-                f"got {type(doc).__name__}",
-                document=number,
-            )
-    if not docs:
-        raise ValidationError("manifest holds no document")
-    return docs
+            _check_sizes(len(json.dumps(d, default=str)) for d in docs)
+        return docs
+    try:
+        return [d for d in yaml.load_all(text, Loader=_ManifestLoader) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"invalid YAML: {_yaml_reason(exc)}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A scalar its resolver accepted but the constructor cannot build
+        # (a date like 2024-13-45, an unhashable key).
+        raise ValidationError(f"invalid YAML value: {exc}") from None
+
+
+def _plain(value: Any, path: str, budget: list[int]) -> Any:
+    """``value`` as plain JSON data; refuses what no field can take, naming it.
+
+    :param budget: a one-item list counting down the values still allowed.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValidationError(f"document holds more than {MAX_DOCUMENT_VALUES} values "
+                              "(YAML aliases expanded)")
+    if isinstance(value, _OutOfRange):
+        raise ValidationError(
+            f"integer of {len(value.lstrip('+-'))} digits is out of range (64 bits at most)",
+            field=path or None)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValidationError("integer out of range (64 bits at most)", field=path or None)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError("not a finite number", field=path or None)
+        return value
+    if isinstance(value, str):
+        _check_encodable(value, path)
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"mapping key {key!r} is not a string",
+                                      field=path or None)
+            _check_encodable(key, path)
+            out[key] = _plain(item, f"{path}.{key}" if path else key, budget)
+        return out
+    if isinstance(value, list):
+        return [_plain(item, f"{path}[{i}]", budget) for i, item in enumerate(value)]
+    if isinstance(value, datetime | date):
+        return value.isoformat()  # a YAML timestamp; fields parse the ISO text
+    raise ValidationError(f"a {type(value).__name__} value is not allowed", field=path or None)
+
+
+def _check_encodable(text: str, path: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"text cannot be encoded as UTF-8 ({exc.reason}, e.g. a lone "
+                              "surrogate)", field=path or None) from None
 
 
 def _check_sizes(sizes: Iterable[int]) -> None:
@@ -129,23 +272,23 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}" if mark else problem
 
 
-def _read_sources(source: str | Path) -> list[tuple[str, str]]:
-    if isinstance(source, Path) or (
-        isinstance(source, str) and source and "\n" not in source and len(source) < 4096
-        and Path(source).exists()
-    ):
-        path = Path(source)
+def _read_sources(path: Path) -> list[tuple[str, str]]:
+    try:
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES)
             if not files:
                 raise ValidationError(f"{path}: no *.yaml, *.yml or *.json file")
             return [(str(p), _read_file(p)) for p in files]
         return [(str(path), _read_file(path))]
-    return [("", str(source))]
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _read_file(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_MANIFEST_BYTES:
         raise ValidationError(f"{path}: too large ({size} bytes > {MAX_MANIFEST_BYTES})")
-    return path.read_text()
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None

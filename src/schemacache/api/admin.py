@@ -15,16 +15,23 @@
 ==========================  ====================================================
 
 Every error answer is JSON ``{"error": code, "message": text}``.
+
+With a token (``schemacache node --token``/``--token-file``, env
+``SCHEMACACHE_NODE_TOKEN``), ``POST /v1/repair``, ``/v1/cache`` and
+``/v1/failures`` need ``Authorization: Bearer <token>`` (401 without it, 403
+with another); ``/metrics``, ``/healthz``, ``/readyz`` and ``/v1/status``
+stay open for probes and scrapers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -41,7 +48,8 @@ version scrapes it (newer prometheus-client releases default to announcing
 ``version=1.0.0``, which older servers do not know)."""
 MANUAL_REPAIR_REASON = "manual"
 
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden",
+                 404: "not_found", 405: "method_not_allowed",
                  422: "invalid_request", 500: "internal", 503: "unavailable"}
 
 
@@ -112,17 +120,33 @@ def _error(status_code: int, message: str, code: str | None = None) -> Response:
                  status_code)
 
 
-def create_admin_app(node: AdminTarget) -> FastAPI:
+def create_admin_app(node: AdminTarget, token: str | None = None) -> FastAPI:
     """Build the admin HTTP app of one node.
 
     :param node: the node served (anything implementing :class:`AdminTarget`).
+    :param token: bearer token required on repair, cache and failures
+        (default ``None``: every endpoint open).
     """
     app = FastAPI(title=f"schemacache node {node.name}", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
+    async def require_token(request: Request) -> None:
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise StarletteHTTPException(401, "this endpoint needs the node's bearer token",
+                                         headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(given.strip().encode(), token.encode()):
+            raise StarletteHTTPException(403, "wrong token")
+
+    guarded = [Depends(require_token)]
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -156,15 +180,15 @@ def create_admin_app(node: AdminTarget) -> FastAPI:
     async def status() -> Response:
         return _json(node.status())
 
-    @app.get("/v1/failures")
+    @app.get("/v1/failures", dependencies=guarded)
     async def failures() -> Response:
         return _json({"failures": node.failures()})
 
-    @app.get("/v1/cache")
+    @app.get("/v1/cache", dependencies=guarded)
     async def cache() -> Response:
         return _json(node.cache_snapshot())
 
-    @app.post("/v1/repair")
+    @app.post("/v1/repair", dependencies=guarded)
     async def repair(wait: bool = False) -> Response:
         try:
             result = await node.repair(MANUAL_REPAIR_REASON, wait=wait)

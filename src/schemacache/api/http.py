@@ -26,7 +26,7 @@ STARTUP_TIMEOUT = 10.0
 def parse_listen(listen: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::1]:8080`` for IPv6) into host and port."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5:
         raise ValueError(f"bad listen address {listen!r}: expected host:port")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -38,6 +38,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class UnprotectedListenError(SchemaCacheError):
+    """An HTTP server was asked to listen beyond loopback without a token.
+
+    :param host: the non-loopback host.
+    :param what: which server (``registry API``, ``node admin API``).
+    """
+
+    def __init__(self, host: str, what: str):
+        self.host = host
+        super().__init__(f"refusing to serve the {what} on non-loopback address {host} "
+                         "without a token (pass --token or --token-file)")
+
+
+def refuse_unprotected(listen: str, token: str | None, what: str) -> None:
+    """Raise :class:`UnprotectedListenError` if ``listen`` is not loopback and
+    there is no token; :class:`ValueError` if ``listen`` is malformed."""
+    host, _ = parse_listen(listen)
+    if not is_loopback(host) and not token:
+        raise UnprotectedListenError(host, what)
 
 
 class ListenError(SchemaCacheError):

@@ -6,20 +6,20 @@ bearer token when one is configured.  Every error is a JSON object
 400 malformed request, 401/403 missing/wrong token, 404 missing key, 409
 conflict or referenced, 412 failed precondition (``If-Match`` /
 ``If-None-Match``), 413 body too large, 422 invalid schema, 503 registry
-unavailable.
+unavailable.  No answer carries internal details (file paths, addresses):
+those go to the server's log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
-import yaml
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -35,16 +35,26 @@ from ..errors import (
     NotFoundError,
     ReferencedError,
     RegistryUnavailableError,
+    SchemaCacheError,
+    TooLargeError,
     ValidationError,
 )
-from ..manifest import parse_manifest, reject_duplicates
+from ..manifest import document_to_resource, parse_documents, parse_manifest, reject_duplicates
 from ..model import GROUP_KIND, NAME_PATTERN, Resource, parse_key
 from ..registry import NodeInfo, Registry
 from .console import mount_console
 from .snapshot import MAX_PAGE_SIZE, SnapshotCache
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_BODY = 1024 * 1024
 """Largest request body accepted, in bytes (1 MiB)."""
+
+DEFAULT_MAX_APPLY_BODY = 256 * 1024 * 1024
+"""Largest ``POST /v1/apply`` body, in bytes (256 MiB: a manifest of a few
+hundred thousand resources, applied all or nothing in one request)."""
+
+APPLY_PATH = "/v1/apply"
 
 DRAIN_LIMIT = 64 * 1024 * 1024
 """Bytes of an oversized body read and dropped before answering 413 (then the
@@ -210,25 +220,28 @@ class _BodyLimit:
 
     The body is buffered (it is at most ``max_body`` bytes) and replayed to the
     app, so an oversized chunked upload is refused before any handler runs.
+    ``POST /v1/apply`` has a limit of its own, ``max_apply_body``.
     """
 
-    def __init__(self, app: Callable[[_Scope, _Receive, _Send], Awaitable[None]], max_body: int):
+    def __init__(self, app: Callable[[_Scope, _Receive, _Send], Awaitable[None]], max_body: int,
+                 max_apply_body: int = DEFAULT_MAX_APPLY_BODY):
         self.app = app
         self.max_body = max_body
+        self.max_apply_body = max_apply_body
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_apply_body if scope.get("path") == APPLY_PATH else self.max_body
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
-            try:
-                too_large = int(declared) > self.max_body
-            except ValueError:
-                await _error_response(400, "malformed", "bad Content-Length")(scope, receive, send)
+            if not (declared.isdigit() and len(declared) <= 19):
+                await _error_response(400, "malformed", "bad Content-Length",
+                                      "Content-Length")(scope, receive, send)
                 return
-            if too_large:
-                await self._refuse(scope, receive, send)
+            if int(declared) > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -240,8 +253,8 @@ class _BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                await self._refuse(scope, receive, send)
+            if size > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -249,7 +262,7 @@ class _BodyLimit:
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], receive), send)
 
-    async def _refuse(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+    async def _refuse(self, scope: _Scope, receive: _Receive, send: _Send, limit: int) -> None:
         # Read (and drop) what the client is still sending: closing on unread data
         # resets the connection and the client never sees the 413.
         drained = 0
@@ -261,7 +274,7 @@ class _BodyLimit:
             if not message.get("more_body", False):
                 break
         response = _error_response(
-            413, "too_large", f"request body over the limit of {self.max_body} bytes",
+            413, "too_large", f"request body over the limit of {limit} bytes",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
@@ -283,27 +296,20 @@ def _replay(messages: list[_Message], receive: _Receive) -> _Receive:
 
 def _parse_document(body: bytes) -> Resource:
     """One resource document (JSON or YAML): 400 when malformed, 422 when invalid."""
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed", "body is not UTF-8 text") from None
-    if not text.strip():
+    if not body.strip():
         raise ApiError(400, "malformed", "empty body: expected a resource document")
-    try:
-        if text.lstrip().startswith(("{", "[")):
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "malformed", f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise ApiError(400, "malformed", f"invalid YAML: {exc}") from None
-    except RecursionError:
-        raise ApiError(400, "malformed", "document nested too deeply") from None
-    if not isinstance(data, dict):
+    if body.lstrip().startswith(b"["):
         raise ApiError(400, "malformed", "expected a mapping with kind, metadata and spec, "
-                       f"got {type(data).__name__}")
-    return Resource.parse(data)
+                       "got list")
+    try:
+        docs = parse_documents(body)
+    except ValidationError as exc:
+        if exc.field is None:
+            raise ApiError(400, "malformed", exc.reason) from None
+        raise ValidationError(exc.reason, exc.field) from None
+    if len(docs) != 1:
+        raise ApiError(400, "malformed", f"expected one document, got {len(docs)}")
+    return document_to_resource(docs[0])
 
 
 def _parse_revision_header(name: str, value: str) -> int:
@@ -311,7 +317,8 @@ def _parse_revision_header(name: str, value: str) -> int:
     if raw.startswith("W/"):
         raw = raw[2:]
     raw = raw.strip('"')
-    if not raw.isdigit() or len(raw) > 19:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise ApiError(400, "malformed",
                        f"{name} must be a mod_revision (an integer), got {value!r}", field=name)
     return int(raw)
@@ -347,7 +354,7 @@ def _etag(revision: int) -> str:
 
 def create_registry_app(
     registry: Registry, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-    node_token: str | None = None,
+    max_apply_body: int = DEFAULT_MAX_APPLY_BODY, node_token: str | None = None,
     cacert: str | None = None,
 ) -> FastAPI:
     """The registry HTTP API over ``registry``, with the operator console at ``/``.
@@ -356,8 +363,11 @@ def create_registry_app(
     :param token: bearer token required on writes (default ``None``: writes open).
         Reads never need it.
     :param max_body: largest request body in bytes (default :data:`DEFAULT_MAX_BODY`).
-    :param node_token: the nodes' admin token, sent when the console asks a node
-        to repair (default ``None``: nodes without a token).
+    :param max_apply_body: largest ``POST /v1/apply`` body in bytes (default
+        :data:`DEFAULT_MAX_APPLY_BODY`).
+    :param node_token: the nodes' admin token, sent by ``GET /v1/cluster`` and
+        when the console asks a node to repair (default ``None``: nodes without
+        a token).
     :param cacert: CA certificate verifying nodes' ``https://`` admin URLs (default:
         ``SCHEMACACHE_CACERT``, else the system's roots).
     """
@@ -384,7 +394,8 @@ def create_registry_app(
 
     snapshots = SnapshotCache(registry)
     _install_error_handlers(app)
-    app.add_middleware(_BodyLimit, max_body=max_body)  # type: ignore[arg-type]
+    app.add_middleware(_BodyLimit, max_body=max_body,  # type: ignore[arg-type]
+                       max_apply_body=max_apply_body)
 
     @app.get("/v1/schemas/{key:path}", responses=_errors(400, 404, 503),
              summary="Get one resource")
@@ -445,8 +456,11 @@ def create_registry_app(
         key: str = _KEY_PARAM,
         cascade: bool = Query(default=False, description="delete dependents first"),
         if_match: str | None = Header(default=None),
+        if_none_match: str | None = Header(default=None),
     ) -> WriteResult:
         parse_key(key)
+        if if_none_match is not None:
+            await _refuse_delete_if_none_match(registry, key, if_match, if_none_match)
         expected = await _expected_revision(registry, key, if_match, None)
         try:
             revision = await registry.delete(key, expected_revision=expected, cascade=cascade)
@@ -492,11 +506,14 @@ def create_registry_app(
         return ResourceList(items=[r.to_dict() for r in items], revision=revision)
 
     @app.post(
-        "/v1/apply",
+        APPLY_PATH,
         response_model=ApplyResult,
         summary="Apply a multi-document manifest",
         description=("A YAML or JSON manifest (one document, a list, or YAML documents "
-                     "separated by ---), applied in dependency order."),
+                     "separated by ---), applied in dependency order, all or nothing: "
+                     "every rule is checked before the first write and the writes are "
+                     "one transaction; an error names the document. Bodies up to "
+                     f"{DEFAULT_MAX_APPLY_BODY // (1024 * 1024)} MiB by default."),
         responses=_errors(400, 401, 403, 409, 413, 422, 503),
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": {"type": "array", "items": _DOCUMENT_SCHEMA}}}}},
@@ -528,10 +545,17 @@ def create_registry_app(
 
     @app.get("/v1/cluster", response_model=ClusterResult, responses=_errors(503),
              summary="Every live node's status beside the registry's digest")
-    async def get_cluster() -> ClusterResult:
+    async def get_cluster(
+        x_schemacache_node_token: str | None = Header(
+            default=None, description="the nodes' admin token, sent to them in place of "
+            "the server's own"),
+    ) -> ClusterResult:
         snapshot = await snapshots.get()
         nodes = await _live_nodes(registry)
-        async with httpx.AsyncClient(timeout=CLUSTER_STATUS_TIMEOUT, verify=node_tls) as client:
+        sent = x_schemacache_node_token or node_token
+        headers = {"Authorization": f"Bearer {sent}"} if sent else {}
+        async with httpx.AsyncClient(timeout=CLUSTER_STATUS_TIMEOUT, headers=headers,
+                                     verify=node_tls) as client:
             entries = await asyncio.gather(
                 *(_node_status(client, n.name, n.admin_url) for n in nodes))
         return ClusterResult(revision=snapshot.revision, digest=snapshot.digest,
@@ -541,6 +565,21 @@ def create_registry_app(
     return app
 
 
+async def _refuse_delete_if_none_match(
+    registry: Registry, key: str, if_match: str | None, if_none_match: str
+) -> None:
+    """``If-None-Match: *`` on a delete: "only if it does not exist" — which
+    leaves nothing to delete; always refused, nothing written."""
+    if if_match is not None:
+        raise ApiError(400, "malformed", "use either If-Match or If-None-Match, not both")
+    if if_none_match.strip() != "*":
+        raise ApiError(400, "malformed", "only If-None-Match: * is supported",
+                       field="If-None-Match")
+    await registry.get(key)  # 404 when absent
+    raise ApiError(412, "precondition_failed", f"{key} exists (If-None-Match: *)",
+                   field="If-None-Match")
+
+
 async def _live_nodes(registry: Registry) -> builtins.list[NodeInfo]:
     return await registry.list_nodes()
 
@@ -548,8 +587,6 @@ async def _live_nodes(registry: Registry) -> builtins.list[NodeInfo]:
 def _parse_manifest_body(body: bytes) -> list[Resource]:
     try:
         resources = parse_manifest(body)
-    except RecursionError:
-        raise ApiError(400, "malformed", "manifest nested too deeply") from None
     except ValidationError as exc:
         if exc.field is None and exc.document is None:
             raise ApiError(400, "malformed", exc.reason) from None
@@ -591,8 +628,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(409, code, str(exc))
 
     async def unavailable(request: Request, exc: Exception) -> Response:
-        return _error_response(503, "unavailable", f"registry unavailable: {exc}",
-                               headers={"Retry-After": "1"})
+        # The reason names files and addresses: the log gets it, the client not.
+        log.warning("%s %s: registry unavailable: %s", request.method, request.url.path, exc)
+        return _error_response(503, "unavailable",
+                               "registry unavailable; try again later (details in the "
+                               "server log)", headers={"Retry-After": "1"})
+
+    async def too_large(request: Request, exc: Exception) -> Response:
+        return _error_response(413, "too_large", str(exc))
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -608,7 +651,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                                headers=dict(exc.headers) if exc.headers else None)
 
     async def internal(request: Request, exc: Exception) -> Response:
-        return _error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_response(500, "internal", "internal error (details in the server log)")
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(Exception, internal)
@@ -616,6 +660,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(ConflictError, conflict)
     app.add_exception_handler(RegistryUnavailableError, unavailable)
+    # Any other registry failure (a store that cannot be written, …) is the
+    # registry being unavailable to this request, not a bug of the request.
+    app.add_exception_handler(SchemaCacheError, unavailable)
+    app.add_exception_handler(TooLargeError, too_large)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from ..errors import SchemaCacheError
-from .config import NodeConfig
+from .config import NODE_TOKEN_ENV, NodeConfig
 from .runner import configure_logging, run_node
 
 _HELP = {
@@ -33,6 +34,7 @@ _HELP = {
     "unreachable_alert_after": "seconds disconnected before SchemaRegistryUnreachable fires",
     "tls_cert": "serve the admin API over HTTPS with this certificate file",
     "tls_key": "the HTTPS certificate's private key file",
+    "token": "bearer token required on repair, cache and failures (env SCHEMACACHE_NODE_TOKEN)",
 }
 
 
@@ -50,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[NodeConfig, str]:
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     ns = vars(parser.parse_args(argv))
     level = ns.pop("log_level")
+    ns["token"] = ns["token"] or os.environ.get(NODE_TOKEN_ENV) or None
     return NodeConfig(**ns), level
 
 
@@ -60,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_node(config))
     except KeyboardInterrupt:
         return 130
-    except (SchemaCacheError, OSError) as exc:  # errors a user can act on: one line
+    except (SchemaCacheError, OSError, ValueError) as exc:  # a user can act on: one line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

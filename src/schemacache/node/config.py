@@ -24,6 +24,8 @@ DEFAULT_ALERT_RESEND_INTERVAL = DEFAULT_RESEND_INTERVAL
 DEFAULT_UNREACHABLE_ALERT_AFTER = 30.0
 DEFAULT_TLS_CERT: str | None = None
 DEFAULT_TLS_KEY: str | None = None
+NODE_TOKEN_ENV = "SCHEMACACHE_NODE_TOKEN"
+"""Environment variable holding the node admin token."""
 
 
 @dataclass
@@ -51,6 +53,8 @@ class NodeConfig:
     :param tls_cert: serve the admin API over HTTPS with this certificate file (with
         ``tls_key``); the node then registers an ``https://`` admin URL.
     :param tls_key: the certificate's private key file.
+    :param token: bearer token the admin API requires on repair, cache and
+        failures (``None``: open; refused with a non-loopback ``listen``).
     """
 
     registry: str = DEFAULT_REGISTRY
@@ -72,3 +76,4 @@ class NodeConfig:
     unreachable_alert_after: float = DEFAULT_UNREACHABLE_ALERT_AFTER
     tls_cert: str | None = DEFAULT_TLS_CERT
     tls_key: str | None = DEFAULT_TLS_KEY
+    token: str | None = None

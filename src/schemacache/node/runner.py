@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from ..api.admin import create_admin_app
-from ..api.http import UvicornServer
+from ..api.http import UvicornServer, refuse_unprotected
 from ..registry import open_registry
 from .config import NodeConfig
 from .handler import load_handler
@@ -63,6 +63,7 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
     :param stop: set it to stop the node (default: a new event set by the signals).
     :param announce: where the start-up line goes (default: stdout, flushed).
     """
+    refuse_unprotected(config.listen, config.token, "node admin API")
     # Bad certificate files fail here, before the node takes its state directory.
     server = UvicornServer(None, config.listen, tls_cert=config.tls_cert,
                            tls_key=config.tls_key)
@@ -76,7 +77,7 @@ async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,
     node = build_node(config)
     try:
         await node.start()
-        server.app = create_admin_app(node)
+        server.app = create_admin_app(node, token=config.token)
         url = await server.start()
         node.alerter.generator_url = url
         announce(f"schemacache node {node.name} admin {url}")
