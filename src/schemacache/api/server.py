@@ -520,7 +520,9 @@ def create_registry_app(
         dependencies=[Depends(require_token)],
     )
     async def apply(request: Request) -> ApplyResult:
-        resources = _parse_manifest_body(await request.body())
+        # Off the event loop: a large manifest takes seconds to validate, and
+        # other requests must not wait for it.
+        resources = await asyncio.to_thread(_parse_manifest_body, await request.body())
         done = await apply_resources(registry, resources)
         results = [ApplyItem(key=r.key, action=r.outcome, revision=r.revision) for r in done]
         return ApplyResult(results=results, revision=max(r.revision for r in results))

@@ -478,6 +478,7 @@ class SqliteRegistry(Registry):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = self._connect()
+            self._schema_ready = True  # readers need not check the store again
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
