@@ -17,8 +17,8 @@ import pytest
 
 from schemacache import ValidationError, banyandb, banyandb_facts, load_resources, open_registry
 from schemacache.apply import apply_resources
-from schemacache.model import Resource
 from schemacache.manifest import parse_manifest
+from schemacache.model import Resource
 
 CORPUS = Path(__file__).parent / "banyandb_corpus"
 FILES = sorted(CORPUS.rglob("*.json"))
