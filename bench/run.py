@@ -6,7 +6,8 @@ a. events/s applied by one node (no-op handler, durable state), memory and SQLit
 b. propagation commit -> applied, p50/p99, over node processes, SQLite and etcd;
 c. initial sync and no-op repair of many resources;
 d. restart to ready with those resources applied, without a full listing;
-e. a poisoned key against the retry-forever baseline.
+e. a poisoned key against the retry-forever baseline;
+f. writes at scale: a large manifest applied end to end, cascade deletes.
 
 Writes every figure to ``bench/results.json`` (``--output``) and the nodes'
 log lines to ``bench/run.log`` (``--log``).  ``--quick`` uses small sizes (a
@@ -37,11 +38,11 @@ if __package__ in (None, ""):
     # Run as a script (``python bench/run.py``): make ``bench`` importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import sec_poisoned, sec_propagation, sec_repair, sec_throughput
+from bench import sec_apply, sec_poisoned, sec_propagation, sec_repair, sec_throughput
 from bench.common import Result
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = "abcde"
+SECTIONS = "abcdef"
 
 
 @dataclass
@@ -57,12 +58,17 @@ class Sizes:
     poison_keys: int
     window: float
     repeats: int
+    apply_resources: int
+    large_apply: int
+    dependents: int
 
 
 FULL = Sizes(events=50_000, live_events=10_000, nodes=5, rate=200.0, seconds=10.0,
-             resources=100_000, poison_keys=20_000, window=60.0, repeats=3)
+             resources=100_000, poison_keys=20_000, window=60.0, repeats=3,
+             apply_resources=10_000, large_apply=100_000, dependents=1_000)
 QUICK = Sizes(events=2_000, live_events=500, nodes=5, rate=50.0, seconds=1.0,
-              resources=2_000, poison_keys=1_000, window=2.0, repeats=1)
+              resources=2_000, poison_keys=1_000, window=2.0, repeats=1,
+              apply_resources=500, large_apply=2_000, dependents=100)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,6 +83,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="registries of section b (default: sqlite,etcd)")
     p.add_argument("--backends-cd", default="memory,sqlite",
                    help="registries of sections c and d (default: memory,sqlite)")
+    p.add_argument("--backends-f", default="sqlite,etcd",
+                   help="registries of section f's end-to-end apply (default: sqlite,etcd)")
     for name, help_text in (
             ("events", "a: changes written while the node is stopped"),
             ("live-events", "a: changes written while it runs (0 = skip)"),
@@ -86,7 +94,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             ("resources", "c, d: resources in the registry"),
             ("poison-keys", "e: other keys written per run"),
             ("window", "e: seconds over which poisoned-key calls are counted"),
-            ("repeats", "a, e: timed runs per figure (median reported)")):
+            ("repeats", "a, e: timed runs per figure (median reported)"),
+            ("apply-resources", "f: measures applied end to end"),
+            ("large-apply", "f: measures of the larger apply, SQLite (0 = skip)"),
+            ("dependents", "f: dependents of the cascade-deleted group")):
         field = name.replace("-", "_")
         kind = float if field in ("rate", "seconds", "window") else int
         p.add_argument(f"--{name}", dest=field, type=kind, default=None,
@@ -142,6 +153,16 @@ def _plan(args: argparse.Namespace, sizes: Sizes) -> list[_Step]:
         sec_poisoned.HANDLER_WORK_SECONDS = args.handler_work_us / 1e6
         steps.append(("e", "poisoned key vs baseline",
                       partial(sec_poisoned.run, sizes.poison_keys, sizes.window, sizes.repeats)))
+    if "f" in wanted:
+        for backend in _list(args.backends_f):
+            steps.append(("f", f"apply end to end, {backend}",
+                          partial(sec_apply.run_apply, backend, sizes.apply_resources)))
+        if sizes.large_apply:
+            steps.append(("f", "larger apply, sqlite",
+                          partial(sec_apply.run_apply, "sqlite", sizes.large_apply, False)))
+        for with_topn in (False, True):
+            steps.append(("f", "cascade delete, sqlite",
+                          partial(sec_apply.run_cascade, sizes.dependents, with_topn)))
     return steps
 
 

@@ -7,7 +7,6 @@ Every non-2xx answer becomes a :class:`ClientError` carrying the server's
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 from collections.abc import Iterable
@@ -102,7 +101,8 @@ class RegistryClient:
 
     async def apply(self, resources: Iterable[Resource]) -> dict[str, Any]:
         """``POST /v1/apply``: ``{"results": [{key, action, revision}], "revision"}``."""
-        body = json.dumps([r.to_dict() for r in resources])
+        # Each resource's own JSON (pydantic's encoder): faster than to_dict + dumps.
+        body = "[" + ",".join(r.to_json() for r in resources) + "]"
         return await self._call("POST", "/v1/apply", content=body,
                                 headers={"content-type": "application/json"},
                                 timeout=APPLY_TIMEOUT)

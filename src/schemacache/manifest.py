@@ -15,10 +15,15 @@ it (its wheels are), else the pure-Python safe loader.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import multiprocessing
 import os
+import re
+import sys
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -56,31 +61,101 @@ are expanded: a bound on alias bombs, far above any real schema object."""
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
+PARALLEL_MIN_BYTES = 512 * 1024
+"""YAML text from which :func:`load_resources` parses and validates with one
+process per CPU (libyaml builds its values in Python: 10,000 measures take
+seconds on one core)."""
+
+MAX_PARSE_WORKERS = 8
+"""Most processes :func:`load_resources` parses with."""
+
+_DOCUMENT_START = re.compile(r"^---(?=\s|$)", re.MULTILINE)
+
 LIBYAML = _SafeLoader.__name__ == "CSafeLoader"
 """True when YAML is parsed by libyaml."""
+
+
+# Text that may yield a lone surrogate (a \u escape of one) or a shared YAML
+# node (an anchor): only then is every value of a document visited.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u[dD][89a-fA-F]|U0000[dD][89a-fA-F])")
+_YAML_ANCHOR = re.compile(r"&[^\s]")
 
 
 class _OutOfRange(str):
     """An integer literal too long to convert; reported with its field path."""
 
 
-def _bounded_int(literal: str) -> int | _OutOfRange:
-    digits = len(literal.lstrip("+-"))
-    return int(literal) if digits <= MAX_INT_DIGITS else _OutOfRange(literal)
+class _Screen:
+    """Notes, while a text is parsed, whether any value needs a closer look."""
+
+    def __init__(self) -> None:
+        self.suspect = False
+
+    def bounded_int(self, literal: str) -> int | _OutOfRange:
+        digits = len(literal.lstrip("+-"))
+        if digits <= MAX_INT_DIGITS:
+            value = int(literal)
+            if INT_MIN <= value <= INT_MAX:
+                return value
+        self.suspect = True
+        return _OutOfRange(literal)
+
+    def number(self, literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            self.suspect = True
+        return value
+
+    def constant(self, literal: str) -> float:  # NaN, Infinity, -Infinity
+        self.suspect = True
+        return float(literal.replace("Infinity", "inf"))
 
 
 class _ManifestLoader(_SafeLoader):
-    """The safe loader, with integers bounded before conversion."""
+    """The safe loader: integers bounded before conversion, timestamps kept as
+    ISO text (the fields parse them), anything not JSON flagged for a look."""
+
+    def __init__(self, stream: str, screen: _Screen):
+        super().__init__(stream)
+        self.screen = screen
 
 
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+def _construct_int(loader: _ManifestLoader, node: yaml.ScalarNode) -> Any:
     text = str(node.value).replace("_", "")
     if len(text.lstrip("+-")) > MAX_INT_DIGITS + 2:  # room for a 0x/0o/0b prefix
+        loader.screen.suspect = True
         return _OutOfRange(text)
-    return yaml.SafeLoader.construct_yaml_int(loader, node)
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    if not INT_MIN <= value <= INT_MAX:
+        loader.screen.suspect = True
+    return value
 
 
+def _construct_float(loader: _ManifestLoader, node: yaml.ScalarNode) -> Any:
+    value = yaml.SafeLoader.construct_yaml_float(loader, node)
+    if not math.isfinite(value):
+        loader.screen.suspect = True
+    return value
+
+
+def _construct_timestamp(loader: _ManifestLoader, node: yaml.ScalarNode) -> Any:
+    value = yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    return value.isoformat()
+
+
+def _construct_flagged(loader: _ManifestLoader, node: yaml.Node) -> Any:
+    loader.screen.suspect = True
+    return _FLAGGED[str(node.tag)](loader, node)
+
+
+_FLAGGED = {tag: yaml.SafeLoader.yaml_constructors[tag] for tag in (
+    "tag:yaml.org,2002:binary", "tag:yaml.org,2002:set", "tag:yaml.org,2002:omap",
+    "tag:yaml.org,2002:pairs")}
 _ManifestLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_ManifestLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_ManifestLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+for _tag in _FLAGGED:
+    _ManifestLoader.add_constructor(_tag, _construct_flagged)
 
 
 def load_resources(path: str | os.PathLike[str], kind: str | None = None) -> list[Resource]:
@@ -101,7 +176,7 @@ def load_resources(path: str | os.PathLike[str], kind: str | None = None) -> lis
     for origin, text in _read_sources(root):
         folder_kind = banyandb.kind_from_path(Path(origin), root if root.is_dir() else None)
         try:
-            resources.extend(parse_manifest(text, kind=kind, folder_kind=folder_kind))
+            resources.extend(_parse_large(text, kind, folder_kind))
         except ValidationError as exc:
             raise ValidationError(exc.reason, exc.field, exc.document, source=origin) from None
     reject_duplicates(resources)
@@ -137,6 +212,60 @@ def parse_manifest(text: str | bytes, kind: str | None = None,
     return out
 
 
+def _parse_large(text: str, kind: str | None, folder_kind: str | None) -> list[Resource]:
+    """:func:`parse_manifest`, on several processes when the YAML text is large.
+
+    The text is cut at document markers (``---`` at the start of a line, which
+    YAML forbids inside a value); each part is parsed and validated on its own
+    process, and the parts are joined in order.  On any error the whole text is
+    parsed again on this process, so the error names the same document and
+    line as a plain :func:`parse_manifest` would.
+    """
+    workers = min(os.cpu_count() or 1, MAX_PARSE_WORKERS)
+    if (workers < 2 or len(text) < PARALLEL_MIN_BYTES or text.lstrip().startswith(("{", "["))
+            or text.lstrip().startswith("%")):
+        return parse_manifest(text, kind=kind, folder_kind=folder_kind)
+    parts = _split_documents(text, workers * 4)
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        outcomes = list(pool.map(_parse_part, parts, [kind] * len(parts),
+                                 [folder_kind] * len(parts)))
+    resources: list[Resource] = []
+    for outcome in outcomes:
+        if outcome is None:
+            return parse_manifest(text, kind=kind, folder_kind=folder_kind)  # names the error
+        resources.extend(outcome)
+    if not resources:
+        raise ValidationError("manifest holds no document")
+    return resources
+
+
+def _split_documents(text: str, count: int) -> list[str]:
+    """``text`` cut at document markers into about ``count`` parts."""
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
+    size = max(1, len(text) // count)
+    cuts = [0]
+    for start in starts:
+        if start - cuts[-1] >= size:
+            cuts.append(start)
+    cuts.append(len(text))
+    return [text[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+def _parse_part(text: str, kind: str | None, folder_kind: str | None) -> list[Resource] | None:
+    """One part of a large manifest (on a worker process); ``None`` on any error."""
+    try:
+        if not text.strip().strip("-").strip():
+            return []
+        return parse_manifest(text, kind=kind, folder_kind=folder_kind)
+    except ValidationError as exc:
+        if exc.reason == "manifest holds no document":
+            return []
+        return None
+    except Exception:  # let the sequential parse report it
+        return None
+
+
 def document_to_resource(doc: dict[str, Any], kind: str | None = None,
                          folder_kind: str | None = None) -> Resource:
     """One parsed document (see :func:`parse_documents`) as a validated resource:
@@ -158,8 +287,9 @@ def parse_documents(text: str | bytes) -> list[dict[str, Any]]:
             text = text.decode()
         except UnicodeDecodeError as exc:
             raise ValidationError(f"manifest is not UTF-8 text ({exc.reason})") from None
+    screen = _Screen()
     try:
-        docs = _documents(text)
+        docs = _documents(text, screen)
     except RecursionError:
         raise ValidationError("manifest nested too deeply") from None
     for number, doc in enumerate(docs, 1):
@@ -171,6 +301,13 @@ def parse_documents(text: str | bytes) -> list[dict[str, Any]]:
             )
     if not docs:
         raise ValidationError("manifest holds no document")
+    if screen.suspect or _SURROGATE_ESCAPE.search(text) or (
+            not text.lstrip().startswith(("{", "[")) and _YAML_ANCHOR.search(text)):
+        _screen_all(docs)
+    return docs
+
+
+def _screen_all(docs: list[dict[str, Any]]) -> None:
     for number, doc in enumerate(docs, 1):
         try:
             docs[number - 1] = _plain(doc, "", [MAX_DOCUMENT_VALUES])
@@ -178,10 +315,9 @@ def parse_documents(text: str | bytes) -> list[dict[str, Any]]:
             raise ValidationError("document nested too deeply", document=number) from None
         except ValidationError as exc:
             raise ValidationError(exc.reason, exc.field, document=number) from None
-    return docs
 
 
-def _documents(text: str) -> list[Any]:
+def _documents(text: str, screen: _Screen) -> list[Any]:
     stripped = text.lstrip()
     is_json = stripped.startswith(("{", "["))
     if not is_json and len(text) > MAX_DOCUMENT_BYTES:
@@ -189,7 +325,8 @@ def _documents(text: str) -> list[Any]:
         _check_sizes(len(part) for part in text.split("\n---"))
     if is_json:
         try:
-            data = json.loads(text, parse_int=_bounded_int)
+            data = json.loads(text, parse_int=screen.bounded_int, parse_float=screen.number,
+                              parse_constant=screen.constant)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
         docs = data if isinstance(data, list) else [data]
@@ -197,13 +334,22 @@ def _documents(text: str) -> list[Any]:
             _check_sizes(len(json.dumps(d, default=str)) for d in docs)
         return docs
     try:
-        return [d for d in yaml.load_all(text, Loader=_ManifestLoader) if d is not None]
+        loader = _ManifestLoader(text, screen)
+        try:
+            return [d for d in _load_all(loader) if d is not None]
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ValidationError(f"invalid YAML: {_yaml_reason(exc)}") from None
     except (ValueError, TypeError, OverflowError) as exc:
         # A scalar its resolver accepted but the constructor cannot build
         # (a date like 2024-13-45, an unhashable key).
         raise ValidationError(f"invalid YAML value: {exc}") from None
+
+
+def _load_all(loader: _ManifestLoader) -> Iterable[Any]:
+    while loader.check_data():  # type: ignore[no-untyped-call]
+        yield loader.get_data()  # type: ignore[no-untyped-call]
 
 
 def _plain(value: Any, path: str, budget: list[int]) -> Any:
