@@ -394,3 +394,88 @@ def test_load_resources_takes_a_path_and_never_guesses(length: int, tmp_path: Pa
         load_resources(text)
     with pytest.raises(ValidationError):
         parse_manifest(text)
+
+
+# ---------------------------------------------------------------- 6. node admin token
+
+NODE_TOKEN = "node-s3cret"
+
+
+def _node(tmp: Path, registry_url: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+    return Proc(["node", "--registry", registry_url, "--name", f"n{uuid.uuid4().hex[:6]}",
+                 "--state-dir", str(tmp / f"state-{uuid.uuid4().hex[:6]}"), *args], env=env)
+
+
+def test_node_admin_token(server: Server, tmp_path: Path) -> None:
+    """With a token, repair/cache/failures need it; probes and status stay open."""
+    for how, args, env in (
+        ("flag", ["--token", NODE_TOKEN], None),
+        ("env", [], {"SCHEMACACHE_NODE_TOKEN": NODE_TOKEN}),
+    ):
+        node = _node(tmp_path, server.registry_url, "--listen", "127.0.0.1:0", *args, env=env)
+        try:
+            url = node.wait_url(marker="admin http")
+            with httpx.Client(base_url=url, timeout=30) as http:
+                for path in ("/metrics", "/healthz", "/v1/status"):
+                    assert http.get(path).status_code == 200, (how, path)
+                guarded = [("GET", "/v1/cache"), ("GET", "/v1/failures"),
+                           ("POST", "/v1/repair")]
+                for method, path in guarded:
+                    r = http.request(method, path)
+                    assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+                    assert r.headers["www-authenticate"] == "Bearer"
+                    r = http.request(method, path, headers={"Authorization": "Bearer nope"})
+                    assert r.status_code == 403, (how, path, r.text)
+                    r = http.request(method, path,
+                                     headers={"Authorization": f"Bearer {NODE_TOKEN}"})
+                    assert r.status_code in (200, 202), (how, path, r.text)
+        finally:
+            node.stop()
+
+
+def test_node_refuses_a_non_loopback_listen_without_a_token(server: Server,
+                                                            tmp_path: Path) -> None:
+    for listen in ("0.0.0.0:0", "[::]:0"):
+        result = run_cli("node", "--registry", server.registry_url, "--state-dir",
+                         str(tmp_path / "s"), "--listen", listen)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "non-loopback" in result.stderr and "--token" in result.stderr
+    result = run_cli("node", "--registry", server.registry_url, "--state-dir",
+                     str(tmp_path / "s"), "--listen", "0.0.0.0:0", "--token", "t",
+                     "--token-file", str(tmp_path / "t"))
+    assert result.returncode == 2 and "not both" in result.stderr
+
+
+async def test_cluster_view_sends_the_node_token(tmp_path: Path) -> None:
+    """serve's /v1/cluster (and so `status`) authenticates to the nodes: its own
+    --node-token, or the one `status --node-token` sends."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from schemacache import open_registry
+    from schemacache.api.http import UvicornServer
+    from schemacache.api.server import create_registry_app
+    from schemacache.client import RegistryClient
+
+    seen: list[str | None] = []
+
+    async def status(request: Request) -> JSONResponse:
+        seen.append(request.headers.get("authorization"))
+        return JSONResponse({"applied_revision": 0})
+
+    node_server = UvicornServer(Starlette(routes=[Route("/v1/status", status)]))
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    api = UvicornServer(create_registry_app(registry, node_token=NODE_TOKEN))
+    try:
+        lease = await registry.register_node("stub", await node_server.start())
+        async with RegistryClient(await api.start()) as client:
+            await client.cluster()
+            await client.cluster(node_token="from-status")
+        assert seen == [f"Bearer {NODE_TOKEN}", "Bearer from-status"]
+        await lease.revoke()
+    finally:
+        await api.stop()
+        await node_server.stop()
+        await registry.close()
