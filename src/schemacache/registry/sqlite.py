@@ -323,27 +323,23 @@ class SqliteRegistry(Registry):
     # --- event-loop side internals ----------------------------------------------
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(*args)`` on the registry's thread, mapping SQLite errors."""
-        if self._closed:
-            raise RegistryUnavailableError(f"sqlite registry {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._guarded, fn, args)
-        except RuntimeError as exc:  # executor shut down by a concurrent close()
-            if self._closed:
-                raise RegistryUnavailableError(f"sqlite registry {self.path} is closed") from exc
-            raise
+        """Run ``fn(conn, *args)`` on the writer's thread, mapping SQLite errors."""
+        return await self._on(self._executor, self._guarded, fn, args)
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(conn, *args)`` on a reader thread with a reader connection."""
+        if not self._schema_ready and not self._closed:
+            await self.check()  # the writer creates (or checks) the store first
+        return await self._on(self._readers, self._read_guarded, fn, args)
+
+    async def _on(self, executor: concurrent.futures.Executor,
+                  call: Callable[[Callable[..., _T], tuple[Any, ...]], _T],
+                  fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         if self._closed:
             raise RegistryUnavailableError(f"sqlite registry {self.path} is closed")
-        if not self._schema_ready:
-            await self.check()  # the writer creates (or checks) the store first
-            self._schema_ready = True
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._readers, self._read_guarded, fn, args)
+            return await loop.run_in_executor(executor, call, fn, args)
         except RuntimeError as exc:  # executor shut down by a concurrent close()
             if self._closed:
                 raise RegistryUnavailableError(f"sqlite registry {self.path} is closed") from exc
