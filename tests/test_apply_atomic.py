@@ -178,3 +178,31 @@ async def test_etcd_apply_boundary_is_one_transaction(registry: Registry) -> Non
     with pytest.raises(TooLargeError):
         await registry.delete("group/big", cascade=True)
     assert await state(registry) == full
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_storage_failure_at_any_delete_rolls_the_cascade_back(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """SQLite: the i-th delete of a cascade fails; nothing of the cascade remains."""
+    await seed(registry)
+    await apply_resources(registry, manifest())
+    before = await state(registry)
+    doomed = ["measure/base/m1", "measure/base/y", "index_rule/base/r",
+              "index_rule_binding/base/b", "topn_aggregation/fresh/t", "group/base"]
+    path = tmp_path / "registry.db"
+    for key in doomed:
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                f"CREATE TRIGGER injected BEFORE DELETE ON resources WHEN OLD.key = '{key}' "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        try:
+            with pytest.raises(SchemaCacheError, match="injected failure"):
+                await registry.delete("group/base", cascade=True)
+            assert await state(registry) == before, key
+        finally:
+            with sqlite3.connect(path) as conn:
+                conn.execute("DROP TRIGGER injected")
+    await registry.delete("group/base", cascade=True)
+    items, _ = await registry.list()
+    assert sorted(r.key for r in items) == ["group/fresh", "measure/fresh/x"]
