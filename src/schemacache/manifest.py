@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from . import banyandb
+from ._gc import gc_paused
 from .errors import ValidationError
 from .model import Resource
 
@@ -204,11 +205,13 @@ def parse_manifest(text: str | bytes, kind: str | None = None,
     :raises ValidationError: naming the document (1-based), the field and the reason.
     """
     out = []
-    for number, doc in enumerate(parse_documents(text), 1):
-        try:
-            out.append(document_to_resource(doc, kind=kind, folder_kind=folder_kind))
-        except ValidationError as exc:
-            raise ValidationError(exc.reason, exc.field, document=number) from None
+    # Bulk allocation of long-lived objects: collections would only rescan them.
+    with gc_paused():
+        for number, doc in enumerate(parse_documents(text), 1):
+            try:
+                out.append(document_to_resource(doc, kind=kind, folder_kind=folder_kind))
+            except ValidationError as exc:
+                raise ValidationError(exc.reason, exc.field, document=number) from None
     return out
 
 

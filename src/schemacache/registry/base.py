@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..errors import ReferencedError, ValidationError
-from ..kinds import apply_order, delete_order, references
+from ..kinds import delete_order, level, references
 from ..model import Event, Resource
 
 DEFAULT_NODE_TTL = 10.0
@@ -88,10 +88,16 @@ class ApplyStep:
 
     :param resource: the resource to write.
     :param current: its stored version in the snapshot (``None``: absent).
+    :param key: the resource's key (default: computed from it).
     """
 
     resource: Resource
     current: Resource | None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.resource.key)
 
     @property
     def changed(self) -> bool:
@@ -367,27 +373,36 @@ def plan_apply(
     :raises ValidationError: naming the document (1-based) and the field.
     """
     number: dict[str, int] = {}
+    in_manifest: dict[str, Resource] = {}
     for position, resource in enumerate(resources, 1):
-        if resource.key in number:
-            raise ValidationError(
-                f"{resource.key} is defined twice (also document {number[resource.key]})",
-                field="metadata.name", document=position)
-        number[resource.key] = position
-    in_manifest = {r.key: r for r in resources}
+        key = resource.key
+        if key in number:
+            raise ValidationError(f"{key} is defined twice (also document {number[key]})",
+                                  field="metadata.name", document=position)
+        number[key] = position
+        in_manifest[key] = resource
+    seen: dict[str, Resource | None] = {}
+
+    def stored(key: str) -> Resource | None:
+        # Many documents share a reference (their group): read each key once.
+        if key not in seen:
+            seen[key] = lookup(key)
+        return seen[key]
 
     def resolve(key: str) -> Resource | None:
-        return in_manifest.get(key) or lookup(key)
+        return in_manifest.get(key) or stored(key)
 
     steps = []
-    for resource in apply_order(resources):
-        current = lookup(resource.key)
+    for key, resource in sorted(in_manifest.items(),
+                                key=lambda item: (level(item[1].kind), item[0])):
+        current = stored(key)
         try:
             check_references(resource, resolve)
-            check_group_update(resource, current, functools.partial(members, resource.key))
+            check_group_update(resource, current, functools.partial(members, key))
         except ValidationError as exc:
-            raise ValidationError(f"{resource.key}: {exc.reason}", exc.field,
-                                  document=number[resource.key]) from None
-        steps.append(ApplyStep(resource, current))
+            raise ValidationError(f"{key}: {exc.reason}", exc.field,
+                                  document=number[key]) from None
+        steps.append(ApplyStep(resource, current, key))
     return steps
 
 

@@ -654,17 +654,22 @@ class SqliteRegistry(Registry):
             raise ConflictError(key, expected, actual)
 
     def _next_revision(self, conn: sqlite3.Connection) -> int:
+        return self._next_revisions(conn, 1)
+
+    def _next_revisions(self, conn: sqlite3.Connection, count: int) -> int:
+        """Take ``count`` revisions (compacting what falls out of the history);
+        returns the first."""
         _, revision, compact_revision = self._meta(conn)
-        rev = revision + 1
-        oldest = rev - self._history + 1
+        last = revision + count
+        oldest = last - self._history + 1
         if oldest > compact_revision:
             conn.execute("DELETE FROM changes WHERE revision < ?", (oldest,))
             conn.execute(
-                "UPDATE meta SET revision = ?, compact_revision = ? WHERE id = 1", (rev, oldest)
+                "UPDATE meta SET revision = ?, compact_revision = ? WHERE id = 1", (last, oldest)
             )
         else:
-            conn.execute("UPDATE meta SET revision = ? WHERE id = 1", (rev,))
-        return rev
+            conn.execute("UPDATE meta SET revision = ? WHERE id = 1", (last,))
+        return revision + 1
 
     def _put(
         self, conn: sqlite3.Connection, resource: Resource, expected_revision: int | None
@@ -763,15 +768,28 @@ class SqliteRegistry(Registry):
             with gc_paused():
                 steps = plan_apply(resources, self._lookup(conn),
                                    lambda key: self._iter_candidates(conn, key))
-                results = []
-                for step in steps:
-                    if step.changed:
-                        rev = self._store(conn, step.resource, step.current)
-                    else:
-                        assert step.current is not None
-                        rev = step.current.mod_revision
-                    results.append(ApplyResult(step.resource.key, step.outcome, rev))
-                return results
+                writes = [step for step in steps if step.changed]
+                # One revision each, taken together; rows written in two batches.
+                rev = self._next_revisions(conn, len(writes)) if writes else 0
+                revisions: dict[str, int] = {}
+                rows = []
+                for step in writes:
+                    stored = step.resource.with_revisions(
+                        step.current.create_revision if step.current else rev, rev)
+                    rows.append((step.key, stored.kind, stored.group, stored.to_json(),
+                                 stored.create_revision, rev))
+                    revisions[step.key] = rev
+                    rev += 1
+                conn.executemany(
+                    "INSERT OR REPLACE INTO resources "
+                    "(key, kind, grp, value, create_revision, mod_revision) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany(
+                    "INSERT INTO changes (revision, key, type, resource) VALUES (?, ?, 'PUT', ?)",
+                    [(row[5], row[0], row[3]) for row in rows])
+                return [ApplyResult(step.key, step.outcome,
+                                    revisions.get(step.key, step.current_revision))
+                        for step in steps]
 
         return self._write(conn, body)
 
