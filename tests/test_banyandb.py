@@ -386,10 +386,10 @@ def test_export_writes_the_layout_whole_or_not_at_all(tmp_path: Path) -> None:
 def test_null_means_absent_as_in_protojson() -> None:
     doc = _doc("measure", **MEASURE, interval=None, sharding_key=None, fields=None,
                index_mode=None)
-    spec = load_resources(json.dumps(doc, indent=1))[0].spec
+    spec = parse_manifest(json.dumps(doc, indent=1))[0].spec
     assert spec["interval"] == "" and spec["fields"] == [] and "sharding_key" not in spec
     doc = _doc("measure", **MEASURE, interval="0")
-    assert load_resources(json.dumps(doc, indent=1))[0].spec["interval"] == "0"
+    assert parse_manifest(json.dumps(doc, indent=1))[0].spec["interval"] == "0"
 
 
 EXPORT_SCRIPT = """
