@@ -30,7 +30,7 @@ from rich.table import Table
 
 from . import __version__
 from .client import DEFAULT_SERVER, ClientError, RegistryClient
-from .errors import RegistryUnavailableError, SchemaCacheError, ValidationError
+from .errors import SchemaCacheError, ValidationError
 from .model import GROUP_KIND, Resource, make_key
 from .node import config as node_config
 
@@ -211,10 +211,6 @@ async def _serve(url: str, listen: str, token: str | None, node_token: str | Non
         # not a server answering 503 to every request.
         try:
             await registry.check()
-        except RegistryUnavailableError as exc:
-            # Maybe only for now (etcd still starting): serve, answering 503 meanwhile.
-            err.print(f"warning: registry {url} is unavailable for now ({exc}); "
-                      "requests get 503 until it is back")
         except SchemaCacheError as exc:
             raise fail(f"cannot serve registry {url}: {exc}") from None
         app = create_registry_app(registry, token=token, node_token=node_token,
