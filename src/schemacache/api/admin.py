@@ -174,7 +174,8 @@ def create_admin_app(node: AdminTarget, token: str | None = None) -> FastAPI:
     async def readyz() -> Response:
         if node.is_ready():
             return _json({"status": "ready", "node": node.name})
-        return _error(503, f"node {node.name} has not finished its initial sync", "not_ready")
+        return _error(503, f"node {node.name} is not ready (initial sync not done, or its "
+                      "state store cannot commit: see /v1/status)", "not_ready")
 
     @app.get("/v1/status")
     async def status() -> Response:

@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 
 ALERT_UNREACHABLE = "SchemaRegistryUnreachable"
 ALERT_LAGGING = "SchemaCacheLagging"
+ALERT_STATE_STORE = "SchemaStateStoreFailing"
 ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING,
-               ALERT_REWOUND)
+               ALERT_REWOUND, ALERT_STATE_STORE)
 """Every alert a node sends itself."""
 LAG_ALERT_REVISIONS = 1000
 """Revision lag (registry - applied) that counts as lagging."""
@@ -330,7 +331,12 @@ class Node:
             await self._ready.wait()
 
     def is_ready(self) -> bool:
-        return self._ready.is_set() and not self._stopped
+        """True once the initial sync is done, while the state store commits."""
+        return self._ready.is_set() and not self._stopped and self._store_error() is None
+
+    def _store_error(self) -> str | None:
+        """Why the state store cannot commit (``None`` while it can)."""
+        return self._store.failing if self._store is not None else None
 
     def is_healthy(self) -> bool:
         """True while the watch loop and the workers run."""
@@ -380,6 +386,8 @@ class Node:
             return "disconnected"
         if not self._ready.is_set():
             return "syncing"
+        if self._store_error() is not None:
+            return "degraded"  # nothing new reaches the handler until it commits
         if self._repairer.running:
             return "repairing"
         if rec.failures or rec.blocked():
@@ -405,6 +413,7 @@ class Node:
             "registry_revision": registry_rev,
             "lag": max(0, registry_rev - applied),
             "registry": {"cluster_id": rec.cluster_id, "rewinds": self._repairer.rewinds},
+            "state_store": {"ok": self._store_error() is None, "error": self._store_error()},
             "cache": {"size": rec.cache.size, "digest": rec.cache.digest()},
             "failures": rec.failure_list(),
             "blocked": rec.blocked(),
@@ -527,6 +536,13 @@ class Node:
                               error=self._syncer.last_error or "")
         elif since is None:
             self.alerter.resolve(ALERT_UNREACHABLE)
+        store_error = self._store_error()
+        if store_error is not None:
+            self.alerter.fire(ALERT_STATE_STORE, severity="critical",
+                              summary=f"node state {self.state_dir} cannot commit; new "
+                                      "changes wait for it (not ready)", error=store_error)
+        else:
+            self.alerter.resolve(ALERT_STATE_STORE)
 
     def register(self, admin_url: str) -> None:
         """Register the running node in the registry under ``admin_url`` (kept

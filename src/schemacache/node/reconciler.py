@@ -579,14 +579,24 @@ class Reconciler:
         awaiting = self._awaiting_commit
         if not awaiting:
             return
-        # In the order the keys were queued (a repair queues prerequisites first).
+        released: list[tuple[int, int, str]] = []
+        desired = self.desired
         durable = self.store.desired_durable
-        for key, prio in list(awaiting.items()):
-            d = self.desired.get(key)
+        for key in keys:
+            prio = awaiting.get(key)
+            if prio is None:
+                continue
+            d = desired.get(key)
             if d is None or durable(key, d.revision):
                 del awaiting[key]
                 self._awaiting_urgent -= prio <= PRIO_RETRY
-                self.queue.add(key, prio)
+                lvl = level(_kind(key))
+                released.append((prio, -lvl if d is not None and d.deleted else lvl, key))
+        # Most urgent first; prerequisites before what needs them, dependents
+        # before the deletes they block (as a repair queues them).
+        released.sort()
+        for prio, _, key in released:
+            self.queue.add(key, prio)
 
     @property
     def urgent(self) -> int:

@@ -511,6 +511,8 @@ class StateStore:
                 conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (disk full does): keep its error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         self.commits += 1

@@ -119,10 +119,6 @@ class Syncer:
                     elif rec.cluster_id is None:
                         rec.cluster_id = cluster_id
                         rec.store.set_cluster_id(cluster_id)
-                    if reason is None:
-                        registry_revision = await self.registry.revision()
-                        if registry_revision < rec.received_revision:
-                            raise RegistryRewoundError(registry_revision, rec.received_revision)
                     checked = True
                 if reason is not None:
                     run = self.repairer.request(reason)
@@ -133,8 +129,11 @@ class Syncer:
                     if revision is None:
                         raise RegistryUnavailableError(f"{reason} repair could not list")
                     reason = None
-                self.synced.set()
                 start = rec.received_revision + 1
+                # Ready only once the resume point is known good: not compacted
+                # away, not above a registry that went back.
+                await self.registry.check_resume(start)
+                self.synced.set()
                 self._set_connected(True)
                 failures = 0
                 if await self._watch_until_restart(start):

@@ -76,6 +76,7 @@ SEVERITIES = {
     "SchemaRegistryUnreachable": "critical",
     "SchemaCacheLagging": "warning",
     "SchemaRegistryRewound": "critical",
+    "SchemaStateStoreFailing": "critical",
 }
 """Label ``severity`` of each alert a node sends; the Prometheus rules in
 ``deploy/prometheus/alerts.yml`` use the same (a test checks)."""

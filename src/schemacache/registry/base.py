@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from ..errors import ReferencedError, ValidationError
+from ..errors import ReferencedError, RegistryRewoundError, ValidationError
 from ..kinds import delete_order, level, references
 from ..model import Event, Resource
 
@@ -159,6 +159,16 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def revision(self) -> int:
         """The registry's current revision."""
+
+    async def check_resume(self, start_revision: int) -> None:
+        """Check that a watch can resume at ``start_revision``: raises
+        :class:`CompactedError` when that history was compacted away and
+        :class:`RegistryRewoundError` when ``start_revision - 1`` is above the
+        registry's revision (it went back: a restored backup).  The default
+        checks the revision only; backends that can tell check compaction too."""
+        current = await self.revision()
+        if start_revision - 1 > current:
+            raise RegistryRewoundError(current, start_revision - 1)
 
     @abc.abstractmethod
     async def cluster_id(self) -> str:

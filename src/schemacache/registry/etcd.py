@@ -50,6 +50,7 @@ from ..errors import (
     NotFoundError,
     RegistryAccessError,
     RegistryPermissionError,
+    RegistryRewoundError,
     RegistryUnavailableError,
     SchemaCacheError,
     TooLargeError,
@@ -366,6 +367,15 @@ class EtcdRegistry(Registry):
         resp = await self._read("kvstub.Range",
                                 rpc.RangeRequest(key=self._schema_root, count_only=True))
         return int(resp.header.revision)
+
+    async def check_resume(self, start_revision: int) -> None:
+        current = await self.revision()
+        if start_revision - 1 > current:
+            raise RegistryRewoundError(current, start_revision - 1)
+        if start_revision <= current:
+            # A read at a compacted revision fails as a watch from it would.
+            await self._read("kvstub.Range", rpc.RangeRequest(
+                key=self._schema_root, count_only=True, revision=start_revision))
 
     async def cluster_id(self) -> str:
         resp = await self._read("kvstub.Range",

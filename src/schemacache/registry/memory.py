@@ -67,6 +67,11 @@ class MemoryRegistry(Registry):
     async def revision(self) -> int:
         return self._revision
 
+    async def check_resume(self, start_revision: int) -> None:
+        if start_revision < self._compact_revision:
+            raise CompactedError(self._compact_revision, start_revision)
+        await super().check_resume(start_revision)
+
     async def cluster_id(self) -> str:
         return self._cluster_id
 

@@ -215,6 +215,13 @@ class SqliteRegistry(Registry):
     async def list(self, prefix: str = "") -> tuple[_Resources, int]:
         return await self._read(self._list, prefix)
 
+    async def check_resume(self, start_revision: int) -> None:
+        _, revision, compact_revision = await self._run(self._meta)
+        if start_revision < compact_revision:
+            raise CompactedError(compact_revision, start_revision)
+        if start_revision - 1 > revision:
+            raise RegistryRewoundError(revision, start_revision - 1)
+
     async def revision(self) -> int:
         return (await self._read(self._meta))[1]
 
