@@ -361,7 +361,6 @@ class Reconciler:
         if rewound and not reset:
             self._forget_future(revision)
         if reset:
-            self.store.forget_durable()
             self.mark_reapply(list(self.applied))
             for key, (rev, res) in self.applied.items():
                 self.store.put_applied(key, rev, res)
@@ -403,7 +402,6 @@ class Reconciler:
 
     def _forget_future(self, revision: int) -> None:
         """Drop what the node knows from beyond ``revision`` of a rewound registry."""
-        self.store.forget_durable()  # revision numbers above it will be reused
         for key, (rev, res) in list(self.applied.items()):
             if rev > revision:
                 self.applied[key] = (UNKNOWN_REVISION, res)
@@ -493,7 +491,10 @@ class Reconciler:
         else:
             att = self._attempts.get(key)
             if att is not None and att.revision == d.revision and att.not_before > now:
-                return  # its retry timer brings it back
+                # Too early (an earlier timer, e.g. a repair's, brought it here and
+                # replaced its retry timer): make sure one brings it back.
+                self.queue.add_after(key, att.not_before - now, PRIO_RETRY)
+                return
         # Computed once: the blockers check and the dependents index both need them.
         prerequisites = [] if d.deleted else _prerequisite_keys(d.resource)
         blockers = self._blockers(key, d, prerequisites)

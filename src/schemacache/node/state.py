@@ -309,6 +309,9 @@ class StateStore:
             known (default ``None``): written as is instead of encoding again.
         """
         self._desired[key] = (revision, deleted, resource, live, stored_json)
+        # Not durable until this row is committed (a reset or rewind can reuse
+        # the revision number of the row on disk for another version).
+        self._durable_desired.pop(key, None)
         self._poke()
 
     def delete_desired(self, key: str) -> None:
@@ -339,11 +342,6 @@ class StateStore:
         """A handler call waits for a commit: commit what is pending now."""
         self._urgent.set()
         self._poke()
-
-    def forget_durable(self) -> None:
-        """Require a new commit before the next call of every key (a new revision
-        space begins: revision numbers no longer identify versions)."""
-        self._durable_desired.clear()
 
     @property
     def failing(self) -> str | None:
