@@ -31,6 +31,8 @@ CHROMIUM = os.environ.get("SCHEMACACHE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "console-test-token"
+NODE_TOKEN = "console-test-node-token"
+"""The nodes' admin token: serve sends it on with the console's repair."""
 FAILING_KEY = "measure/sw_metric/service_cpm_minute"
 SEEN_TIMEOUT_MS = 30_000
 """How long a change may take to show on the page (the page polls every 2 s)."""
@@ -40,7 +42,8 @@ NODE_TTL = 8
 
 
 class ConsoleCluster:
-    """``serve`` with a write token and two FaultyHandler nodes; node-2 reads a fault file."""
+    """``serve`` with a write token and two FaultyHandler nodes guarded by their admin
+    token (which serve knows); node-2 reads a fault file."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
@@ -54,7 +57,7 @@ class ConsoleCluster:
         write_faults(self.faults)
         registry = f"sqlite:///{self.tmp_path / 'registry.db'}"
         serve = Proc(["serve", "--registry", registry, "--listen", "127.0.0.1:0",
-                      "--token", TOKEN], cwd=self.tmp_path)
+                      "--token", TOKEN, "--node-token", NODE_TOKEN], cwd=self.tmp_path)
         self.procs.append(serve)
         self.url = serve.wait_url()
         for name in ("node-1", "node-2"):
@@ -67,6 +70,7 @@ class ConsoleCluster:
                 # only the console's repair click may heal the failing key in this test
                 "--repair-interval", "0", "--repair-backoff-base", "600",
                 "--repair-backoff-cap", "600", "--node-ttl", str(NODE_TTL),
+                "--token", NODE_TOKEN,
             ], cwd=self.tmp_path, env=env))
         serve.wait_for(lambda: len(self.cluster()["nodes"]) == 2, timeout=START_TIMEOUT,
                        what="two node registrations")
@@ -220,6 +224,12 @@ async def _scenario(cluster: ConsoleCluster, page: Any, tmp_path: Path, manifest
     status = await cluster.node_status("node-2")
     assert status["repair"]["count"] == repairs_before, "a refused click repairs nothing"
     assert [f["key"] for f in status["failures"]] == [FAILING_KEY]
+
+    nodes = (await api.get("/v1/nodes")).json()["nodes"]
+    (admin_url,) = [n["admin_url"] for n in nodes if n["name"] == "node-2"]
+    async with httpx.AsyncClient(timeout=10) as direct:
+        refused = await direct.post(f"{admin_url}/v1/repair")
+    assert refused.status_code == 401, "the node itself wants its token: serve sends it"
 
     await page.fill("#token", TOKEN)
     await node2.locator("button.repair").click()
