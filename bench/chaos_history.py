@@ -1,0 +1,253 @@
+"""What the chaos harness checks in each node's handler record.
+
+The registry's history is kept as a :class:`Timeline`: every change the
+harness's own watch saw, in *epochs*.  Epoch 0 starts with the registry;
+restoring an older backup (revision ``base``) starts a new epoch whose
+history is the previous one up to ``base`` followed by the writes made after
+the restore (their revisions reuse numbers the lost writes had).
+
+The rule checked, per node and per key, over every call the handler recorded
+(all process lifetimes of the node, in order; failed calls included, since the
+handler received them):
+
+- a call names a version the registry really had (``apply``/``delete`` of a
+  ``mod_revision`` some put of that key wrote);
+- *never backwards*: an apply's position is its version, a delete's position
+  is the revision of the delete that ended that version's life; positions never
+  decrease, and after a delete the key only comes back at a version newer than
+  that delete (the same version or the same delete may come again: at least
+  once);
+- *a restore restarts the revision space*: a key whose last position lies in
+  history the restore threw away (above ``base``) may go back once, to what the
+  restored registry holds, or be deleted when the restored registry lacks it;
+- at the end, the handler's state (every successful call replayed; a
+  handler's effects outlive its process) equals the registry: present keys at
+  their ``mod_revision``, deleted keys ending on a delete.
+
+Which epoch a call belongs to is decided by its wall-clock time: calls before
+a restore belong to the old epoch; calls after the harness saw every node
+converge on the restored registry belong to the new one; in between (the
+writer is paused, so no new write exists yet) a version up to ``base`` is the
+same in both, and one above it can only be a lost one.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Epoch:
+    """One stretch of registry history between restores.
+
+    :param start: wall-clock time of the restore that began it (0 for the first).
+    :param base: revision of the restored backup (0 for the first).
+    :param settled: wall-clock time every node was seen converged on it after
+        the restore (0 for the first).
+    """
+
+    start: float = 0.0
+    base: int = 0
+    settled: float = 0.0
+    puts: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    deletes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    revision: int = 0
+
+    def record(self, key: str, revision: int, deleted: bool) -> None:
+        """Add one change, in revision order."""
+        if deleted:
+            self.deletes[key].append(revision)
+        else:
+            self.puts[key].add(revision)
+        self.revision = max(self.revision, revision)
+
+    def ended_by(self, key: str, version: int) -> int | None:
+        """Revision of the delete that ended the life holding ``version``."""
+        deletes = self.deletes.get(key, [])
+        i = bisect.bisect_right(deletes, version)
+        return deletes[i] if i < len(deletes) else None
+
+    def present(self) -> dict[str, int]:
+        """Key → mod_revision of every key alive at the end of this epoch."""
+        out: dict[str, int] = {}
+        for key, versions in self.puts.items():
+            last = max(versions)
+            if self.ended_by(key, last) is None:
+                out[key] = last
+        return out
+
+
+class Timeline:
+    """The registry's history, epoch by epoch (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[Epoch] = [Epoch()]
+
+    @property
+    def current(self) -> Epoch:
+        return self.epochs[-1]
+
+    def record(self, key: str, revision: int, deleted: bool) -> None:
+        self.current.record(key, revision, deleted)
+
+    def restore(self, base: int, at: float) -> None:
+        """Start a new epoch: the registry went back to revision ``base`` at time ``at``."""
+        old = self.current
+        new = Epoch(start=at, base=base, revision=base)
+        for key, versions in old.puts.items():
+            kept = {v for v in versions if v <= base}
+            if kept:
+                new.puts[key] = kept
+        for key, revisions in old.deletes.items():
+            kept_deletes = [d for d in revisions if d <= base]
+            if kept_deletes:
+                new.deletes[key] = kept_deletes
+        self.epochs.append(new)
+
+    def settled(self, at: float) -> None:
+        """Every node was seen converged on the current epoch at time ``at``."""
+        self.current.settled = at
+
+    def restore_after(self, index: int, at: float) -> Epoch | None:
+        """The epoch after ``index`` if its restore happened by ``at``, else ``None``."""
+        if index + 1 < len(self.epochs) and self.epochs[index + 1].start <= at:
+            return self.epochs[index + 1]
+        return None
+
+    def epoch_since(self, at: float) -> int:
+        """Index of the last epoch begun by wall-clock time ``at``."""
+        return max(i for i, epoch in enumerate(self.epochs) if epoch.start <= at)
+
+    def epoch_of(self, at: float, version: int) -> int:
+        """Index of the epoch a call at wall-clock ``at`` handing ``version`` belongs to."""
+        index = self.epoch_since(at)
+        epoch = self.epochs[index]
+        if index > 0 and (epoch.settled == 0 or at < epoch.settled) and version > epoch.base:
+            return index - 1  # between restore and convergence: only lost versions are above base
+        return index
+
+
+@dataclass
+class Call:
+    """One record line: ``op`` ∈ apply|delete, ``failed`` for a ``fail`` line."""
+
+    op: str
+    key: str
+    revision: int
+    at: float
+    failed: bool = False
+
+
+def read_record(path: Path) -> tuple[list[Call], int]:
+    """Every call in a record file (in order) and the number of ``start`` lines.
+
+    A SIGKILL can cut the last line before a ``start`` (or the file's end)
+    short; such a fragment is skipped, anything else malformed raises
+    ``ValueError``.
+    """
+    calls: list[Call] = []
+    starts = 0
+    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
+    for i, line in enumerate(lines):
+        parts = line.split()
+        cut_short = i + 1 >= len(lines) or lines[i + 1].startswith("start ")
+        try:
+            if len(parts) == 3 and parts[0] == "start":
+                starts += 1
+            elif len(parts) == 4 and parts[0] in ("apply", "delete"):
+                calls.append(Call(parts[0], parts[1], int(parts[2]), float(parts[3])))
+            elif len(parts) == 5 and parts[0] == "fail" and parts[1] in ("apply", "delete"):
+                calls.append(Call(parts[1], parts[2], int(parts[3]), float(parts[4]), True))
+            elif line and not cut_short:
+                raise ValueError(f"{path}:{i + 1}: malformed record line {line!r}")
+        except ValueError:
+            if not cut_short:
+                raise
+    return calls, starts
+
+
+@dataclass
+class _Floor:
+    value: int
+    strict: bool
+    """Set by a delete: only a newer life may follow."""
+
+    def admits(self, position: int, is_apply: bool) -> bool:
+        if is_apply and self.strict:
+            return position > self.value
+        return position >= self.value
+
+
+@dataclass
+class Verdict:
+    """What :func:`check_calls` found for one node."""
+
+    calls: int = 0
+    rewinds: int = 0
+    """Keys that went back once because a restore threw their history away."""
+    problems: list[str] = field(default_factory=list)
+
+
+def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) -> Verdict:
+    """Check one node's calls against the registry's history (see the module docstring).
+
+    :param calls: the node's record, every lifetime, in order.
+    :param timeline: the registry's history.
+    :param final: key → mod_revision of the registry at the end.
+    """
+    verdict = Verdict(calls=len(calls))
+    floors: dict[str, _Floor] = {}
+    rewound: set[tuple[str, int]] = set()
+    state: dict[str, int] = {}
+    for n, call in enumerate(calls):
+        where = f"call {n + 1} ({'failed ' if call.failed else ''}{call.op} {call.key} " \
+                f"{call.revision})"
+        index = timeline.epoch_of(call.at, call.revision)
+        epoch = timeline.epochs[index]
+        if call.revision not in epoch.puts.get(call.key, ()):
+            verdict.problems.append(f"{where}: no version the registry had (epoch {index})")
+            continue
+        position = call.revision
+        if call.op == "delete":
+            ended = epoch.ended_by(call.key, call.revision)
+            if ended is None:
+                # Only a restore that threw this version away may ask for its delete;
+                # that delete ends the life at the restore point.
+                restore = timeline.restore_after(index, call.at)
+                if restore is None or call.revision <= restore.base:
+                    verdict.problems.append(f"{where}: that version was never deleted")
+                    continue
+                ended = restore.base
+            position = ended
+        floor = floors.get(call.key)
+        since = timeline.epoch_since(call.at)
+        base = timeline.epochs[since].base
+        if (floor is not None and since > 0 and floor.value > base and position <= base
+                and (call.key, since) not in rewound):
+            # The restore threw this key's last position away: it goes back once.
+            rewound.add((call.key, since))
+            verdict.rewinds += 1
+            floor = None
+        if floor is not None and not floor.admits(position, call.op == "apply"):
+            kind = "delete at" if floor.strict else "version"
+            verdict.problems.append(f"{where}: went back, after {kind} {floor.value}")
+        floors[call.key] = _Floor(max(position, floor.value) if floor else position,
+                                  call.op == "delete")
+        if call.failed:
+            continue
+        if call.op == "apply":
+            state[call.key] = call.revision
+        else:
+            state.pop(call.key, None)
+    if state != final:
+        missing = sorted(set(final) - set(state))
+        extra = sorted(set(state) - set(final))
+        stale = sorted(k for k in final if k in state and state[k] != final[k])
+        verdict.problems.append(
+            f"handler state differs from the registry: {len(missing)} never applied "
+            f"{missing[:3]}, {len(extra)} not ended by a delete {extra[:3]}, {len(stale)} "
+            f"at another version {[(k, state[k], final[k]) for k in stale[:3]]}")
+    return verdict
