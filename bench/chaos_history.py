@@ -34,6 +34,7 @@ same in both, and one above it can only be a lost one.
 from __future__ import annotations
 
 import bisect
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,31 +142,35 @@ class Call:
     failed: bool = False
 
 
+_LINE = re.compile(r"^(?:(start) (\d+)|(fail )?(apply|delete) (\S+) (\d+)) (\d+\.\d{6})$")
+
+
 def read_record(path: Path) -> tuple[list[Call], int]:
     """Every call in a record file (in order) and the number of ``start`` lines.
 
-    A SIGKILL can cut the last line before a ``start`` (or the file's end)
-    short; such a fragment is skipped, anything else malformed raises
-    ``ValueError``.
+    Each line is written with one ``write`` and fsynced, so a SIGKILL can at
+    worst leave the last line of a process unfinished, with the next process's
+    ``start`` line glued to it; such a fragment is skipped.  Anything else
+    malformed raises ``ValueError``.
     """
     calls: list[Call] = []
     starts = 0
-    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.split("\n")
     for i, line in enumerate(lines):
-        parts = line.split()
-        cut_short = i + 1 >= len(lines) or lines[i + 1].startswith("start ")
-        try:
-            if len(parts) == 3 and parts[0] == "start":
-                starts += 1
-            elif len(parts) == 4 and parts[0] in ("apply", "delete"):
-                calls.append(Call(parts[0], parts[1], int(parts[2]), float(parts[3])))
-            elif len(parts) == 5 and parts[0] == "fail" and parts[1] in ("apply", "delete"):
-                calls.append(Call(parts[1], parts[2], int(parts[3]), float(parts[4]), True))
-            elif line and not cut_short:
+        glued = line.find("start ", 1)
+        if glued > 0:
+            line = line[glued:]
+        m = _LINE.match(line)
+        if m is None:
+            if line and i + 1 < len(lines):
                 raise ValueError(f"{path}:{i + 1}: malformed record line {line!r}")
-        except ValueError:
-            if not cut_short:
-                raise
+            continue
+        if m.group(1):
+            starts += 1
+        else:
+            calls.append(Call(m.group(4), m.group(5), int(m.group(6)), float(m.group(7)),
+                              bool(m.group(3))))
     return calls, starts
 
 
