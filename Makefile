@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo lint typecheck bench clean venv
+.PHONY: run test demo lint typecheck bench chaos clean venv
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The chaos harness's long run (etcd, then SQLite; about 12 minutes); the short
+# run is part of make test (tests/test_chaos.py).
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -95,7 +95,10 @@ POLL = 0.1
 BACKUP_EVERY = 2.0
 """Seconds between backups of the SQLite registry (the restore's candidates)."""
 STARTING_KILL_SHARE = 0.2
-"""Share of node kills that may hit a node still starting (the others hit one that is up)."""
+"""Share of node kills that may hit a node still starting; the others hit one that is
+up (its admin HTTP answers), unless none is."""
+ALERT_TIMEOUT = 10.0
+"""Seconds an alert may take from a node to the harness's webhook receiver."""
 OLDEST_BACKUP_WRITES = 30
 """A restored backup lies at least this many revisions behind the registry."""
 
@@ -513,12 +516,11 @@ class Chaos:
         low, high = self.plan.kill_every
         while not await self._pause(self.rng.uniform(low, high)):
             async with self.gate.passing():
-                if self.rng.random() < STARTING_KILL_SHARE:
-                    node = self.rng.choice(self.nodes)
+                up = await self._up_nodes()
+                if up and self.rng.random() >= STARTING_KILL_SHARE:
+                    node = self.rng.choice(up)
                 else:
-                    with contextlib.suppress(TimeoutError):
-                        await self._until(self._up_nodes, START_TIMEOUT, "a node to be up")
-                    node = self.rng.choice(await self._up_nodes() or self.nodes)
+                    node = self.rng.choice(self.nodes)
                 await self._crash(node)
                 await node.start()
 
@@ -535,8 +537,10 @@ class Chaos:
     async def _crash(self, node: ChaosNode) -> None:
         if await self._answers(node):
             self.tally.node_kills += 1
+            self._note(f"kill {node.name}")
         else:
             self.tally.starting_kills += 1
+            self._note(f"kill {node.name} (starting)")
         await node.kill()
 
     async def _pause(self, seconds: float) -> bool:
@@ -566,6 +570,7 @@ class Chaos:
             target = self.rng.randrange(self.cluster.size)
         await asyncio.to_thread(self.cluster.kill, target)
         self.tally.etcd_kills += 1
+        self._note(f"kill etcd member {target} ({'leader' if i % 2 == 0 else 'most used'})")
         await self._pause(self.rng.uniform(1.0, 3.0))
         await asyncio.to_thread(self.cluster.restart, target)
 
@@ -610,6 +615,7 @@ class Chaos:
                               "writes while a node is down")
             await self.registry.compact(self.seen)
             self.tally.compactions += 1
+            self._note(f"compact at {self.seen} while {node.name} is down")
         except TimeoutError:
             self.tally.problems.append("a compaction was skipped: no writes went through")
         finally:
@@ -640,6 +646,7 @@ class Chaos:
             await asyncio.gather(self.follower, return_exceptions=True)
             fired_before = self._rewind_alerts()
             at = time.time()
+            self._note(f"restore {i}: registry at {head}, restoring the backup at {base}")
             restored = await asyncio.to_thread(_sqlite_copy, path, self.workdir / "registry.db")
             assert restored == base, (restored, base)
             self.timeline.restore(base, at)
@@ -657,12 +664,25 @@ class Chaos:
             except TimeoutError as exc:
                 self.tally.fail("restore-converged", f"restore {i} to revision {base}: {exc}")
             self.timeline.settled(time.time())
+            self._note(f"restore {i}: every node holds revision {base}")
+            # Alerts are sent in the background: give them a moment to arrive.
+            with contextlib.suppress(TimeoutError):
+                await self._until(lambda: self._all_fired(fired_before), ALERT_TIMEOUT,
+                                  f"{REWIND_ALERT} from every node")
             fired = self._rewind_alerts() - fired_before
             missing = sorted({n.name for n in self.nodes} - fired)
             if missing:
                 self.tally.fail("rewind-alert", f"restore {i}: no {REWIND_ALERT} from {missing}")
             else:
                 self.tally.hold("rewind-alert")
+
+    async def _all_fired(self, before: set[str]) -> bool:
+        return {n.name for n in self.nodes} <= self._rewind_alerts() - before
+
+    def _note(self, what: str) -> None:
+        """One line of the nemesis log (``nemesis.log`` in the work directory)."""
+        with open(self.workdir / "nemesis.log", "a", encoding="utf-8") as log:
+            log.write(f"{time.time():.6f} {what}\n")
 
     def _rewind_alerts(self) -> set[str]:
         return {str(a.get("labels", {}).get("node"))

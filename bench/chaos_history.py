@@ -112,11 +112,19 @@ class Timeline:
         """Every node was seen converged on the current epoch at time ``at``."""
         self.current.settled = at
 
-    def restore_after(self, index: int, at: float) -> Epoch | None:
-        """The epoch after ``index`` if its restore happened by ``at``, else ``None``."""
-        if index + 1 < len(self.epochs) and self.epochs[index + 1].start <= at:
-            return self.epochs[index + 1]
-        return None
+    def lost_delete(self, key: str, version: int, at: float) -> int | None:
+        """Where a delete handed at ``at`` ends ``version``'s life when the current
+        history does not: a delete the last restore threw away (handed before the node
+        saw the restore), or the restore itself when it threw ``version`` away."""
+        since = self.epoch_since(at)
+        if since == 0:
+            return None
+        epoch = self.epochs[since]
+        if epoch.settled == 0 or at < epoch.settled:
+            lost = self.epochs[since - 1].ended_by(key, version)
+            if lost is not None and lost > epoch.base:
+                return lost
+        return epoch.base if version > epoch.base else None
 
     def epoch_since(self, at: float) -> int:
         """Index of the last epoch begun by wall-clock time ``at``."""
@@ -219,13 +227,10 @@ def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) ->
         if call.op == "delete":
             ended = epoch.ended_by(call.key, call.revision)
             if ended is None:
-                # Only a restore that threw this version away may ask for its delete;
-                # that delete ends the life at the restore point.
-                restore = timeline.restore_after(index, call.at)
-                if restore is None or call.revision <= restore.base:
-                    verdict.problems.append(f"{where}: that version was never deleted")
-                    continue
-                ended = restore.base
+                ended = timeline.lost_delete(call.key, call.revision, call.at)
+            if ended is None:
+                verdict.problems.append(f"{where}: that version was never deleted")
+                continue
             position = ended
         floor = floors.get(call.key)
         since = timeline.epoch_since(call.at)

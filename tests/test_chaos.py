@@ -115,6 +115,18 @@ def test_a_restore_that_lost_a_key_asks_for_its_delete() -> None:
     assert any("never deleted" in p for p in verdict.problems)
 
 
+def test_a_delete_the_restore_threw_away_may_be_handed_before_the_node_saw_it() -> None:
+    """Version 5 was deleted at 8, a revision the restore to 6 threw away: a node
+    that hands that delete just after the restore, then sees the restored
+    registry (which holds 5), hands 5 again -- once."""
+    timeline = _timeline((5, False), (8, True))
+    timeline.restore(base=6, at=10.0)
+    timeline.settled(12.0)
+    calls = [_apply(5, at=1), _delete(5, at=10.5), _apply(5, at=11)]
+    verdict = check_calls(calls, timeline, {KEY: 5})
+    assert verdict.problems == [] and verdict.rewinds == 1
+
+
 def test_record_lines_cut_by_a_kill_are_skipped(tmp_path: Path) -> None:
     record = tmp_path / "r"
     record.write_text("start 1 1.000000\napply measure/g/m 5 1.500000\napply measure/g/m 6 1."
