@@ -59,6 +59,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # etcd_server.py: the real etcd members
 
+from bench import workload  # noqa: E402
 from bench.chaos_handler import CALM_ENV, FAIL_RATE_ENV, RECORD_ENV  # noqa: E402
 from bench.chaos_history import Timeline, check_calls, read_record  # noqa: E402
 from etcd_server import EtcdCluster  # noqa: E402
@@ -644,7 +645,7 @@ class Chaos:
             assert self.follower is not None
             self.follower.cancel()
             await asyncio.gather(self.follower, return_exceptions=True)
-            fired_before = self._rewind_alerts()
+            alerts_before = len(self.alerts.received)
             at = time.time()
             self._note(f"restore {i}: registry at {head}, restoring the backup at {base}")
             restored = await asyncio.to_thread(_sqlite_copy, path, self.workdir / "registry.db")
@@ -667,26 +668,28 @@ class Chaos:
             self._note(f"restore {i}: every node holds revision {base}")
             # Alerts are sent in the background: give them a moment to arrive.
             with contextlib.suppress(TimeoutError):
-                await self._until(lambda: self._all_fired(fired_before), ALERT_TIMEOUT,
+                await self._until(lambda: self._all_fired(alerts_before), ALERT_TIMEOUT,
                                   f"{REWIND_ALERT} from every node")
-            fired = self._rewind_alerts() - fired_before
+            fired = self._rewind_alerts(alerts_before)
             missing = sorted({n.name for n in self.nodes} - fired)
             if missing:
                 self.tally.fail("rewind-alert", f"restore {i}: no {REWIND_ALERT} from {missing}")
             else:
                 self.tally.hold("rewind-alert")
 
-    async def _all_fired(self, before: set[str]) -> bool:
-        return {n.name for n in self.nodes} <= self._rewind_alerts() - before
+    async def _all_fired(self, since: int) -> bool:
+        return {n.name for n in self.nodes} <= self._rewind_alerts(since)
 
     def _note(self, what: str) -> None:
         """One line of the nemesis log (``nemesis.log`` in the work directory)."""
         with open(self.workdir / "nemesis.log", "a", encoding="utf-8") as log:
             log.write(f"{time.time():.6f} {what}\n")
 
-    def _rewind_alerts(self) -> set[str]:
-        return {str(a.get("labels", {}).get("node"))
-                for a in self.alerts.matching(REWIND_ALERT, resolved=False)}
+    def _rewind_alerts(self, since: int) -> set[str]:
+        """Nodes that sent a firing ``SchemaRegistryRewound`` among the alerts received
+        from the ``since``-th on."""
+        return {str(a.get("labels", {}).get("node")) for a in self.alerts.received[since:]
+                if a.get("labels", {}).get("alertname") == REWIND_ALERT and not a.get("endsAt")}
 
     # --- observing the nodes ----------------------------------------------------------
 
@@ -831,12 +834,9 @@ class Chaos:
 
 
 def _group(name: str, variant: int) -> Resource:
-    return Resource.parse({
-        "kind": "group", "metadata": {"name": name},
-        "spec": {"catalog": "MEASURE",
-                 "resource_opts": {"shard_num": 1 + variant % 4,
-                                   "segment_interval": {"unit": "DAY", "num": 1},
-                                   "ttl": {"unit": "DAY", "num": 7}}}})
+    r = workload.group(name)
+    r.spec["resource_opts"]["shard_num"] = 1 + variant % 4
+    return Resource.parse(r.to_dict())
 
 
 def _measure(group: str, name: str, variant: int) -> Resource:

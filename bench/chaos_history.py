@@ -17,9 +17,10 @@ handler received them):
   decrease, and after a delete the key only comes back at a version newer than
   that delete (the same version or the same delete may come again: at least
   once);
-- *a restore restarts the revision space*: a key whose last position lies in
-  history the restore threw away (above ``base``) may go back once, to what the
-  restored registry holds, or be deleted when the restored registry lacks it;
+- *a restore starts a new revision space*: a key whose last position lies in
+  history the restore threw away (above ``base``) starts afresh with its first
+  call in the new epoch (what the restored registry holds, its delete when the
+  restored registry lacks it, or a write made after the restore);
 - at the end, the handler's state (every successful call replayed; a
   handler's effects outlive its process) equals the registry: present keys at
   their ``mod_revision``, deleted keys ending on a delete.
@@ -112,10 +113,11 @@ class Timeline:
         """Every node was seen converged on the current epoch at time ``at``."""
         self.current.settled = at
 
-    def lost_delete(self, key: str, version: int, at: float) -> int | None:
+    def lost_delete(self, key: str, version: int, at: float) -> tuple[int, int] | None:
         """Where a delete handed at ``at`` ends ``version``'s life when the current
-        history does not: a delete the last restore threw away (handed before the node
-        saw the restore), or the restore itself when it threw ``version`` away."""
+        history does not, and that position's epoch: a delete the last restore threw
+        away (handed before the node saw the restore), or the restore itself when it
+        threw ``version`` away."""
         since = self.epoch_since(at)
         if since == 0:
             return None
@@ -123,8 +125,8 @@ class Timeline:
         if epoch.settled == 0 or at < epoch.settled:
             lost = self.epochs[since - 1].ended_by(key, version)
             if lost is not None and lost > epoch.base:
-                return lost
-        return epoch.base if version > epoch.base else None
+                return lost, since - 1
+        return (epoch.base, since) if version > epoch.base else None
 
     def epoch_since(self, at: float) -> int:
         """Index of the last epoch begun by wall-clock time ``at``."""
@@ -187,6 +189,8 @@ class _Floor:
     value: int
     strict: bool
     """Set by a delete: only a newer life may follow."""
+    epoch: int
+    """The epoch whose revision space ``value`` belongs to."""
 
     def admits(self, position: int, is_apply: bool) -> bool:
         if is_apply and self.strict:
@@ -213,7 +217,6 @@ def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) ->
     """
     verdict = Verdict(calls=len(calls))
     floors: dict[str, _Floor] = {}
-    rewound: set[tuple[str, int]] = set()
     state: dict[str, int] = {}
     for n, call in enumerate(calls):
         where = f"call {n + 1} ({'failed ' if call.failed else ''}{call.op} {call.key} " \
@@ -226,26 +229,24 @@ def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) ->
         position = call.revision
         if call.op == "delete":
             ended = epoch.ended_by(call.key, call.revision)
-            if ended is None:
-                ended = timeline.lost_delete(call.key, call.revision, call.at)
-            if ended is None:
+            found = (ended, index) if ended is not None else timeline.lost_delete(
+                call.key, call.revision, call.at)
+            if found is None:
                 verdict.problems.append(f"{where}: that version was never deleted")
                 continue
-            position = ended
+            position, index = found
         floor = floors.get(call.key)
-        since = timeline.epoch_since(call.at)
-        base = timeline.epochs[since].base
-        if (floor is not None and since > 0 and floor.value > base and position <= base
-                and (call.key, since) not in rewound):
-            # The restore threw this key's last position away: it goes back once.
-            rewound.add((call.key, since))
+        if (floor is not None and index > floor.epoch
+                and floor.value > timeline.epochs[index].base):
+            # A restore threw this key's last position away: a new revision space.
             verdict.rewinds += 1
             floor = None
         if floor is not None and not floor.admits(position, call.op == "apply"):
             kind = "delete at" if floor.strict else "version"
             verdict.problems.append(f"{where}: went back, after {kind} {floor.value}")
         floors[call.key] = _Floor(max(position, floor.value) if floor else position,
-                                  call.op == "delete")
+                                  call.op == "delete",
+                                  max(index, floor.epoch) if floor else index)
         if call.failed:
             continue
         if call.op == "apply":

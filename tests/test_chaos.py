@@ -127,6 +127,18 @@ def test_a_delete_the_restore_threw_away_may_be_handed_before_the_node_saw_it() 
     assert verdict.problems == [] and verdict.rewinds == 1
 
 
+def test_after_a_restore_a_new_write_may_reuse_a_lost_revision() -> None:
+    """The handler deleted the life of 8 at 9 before the restore to 6; the restored
+    registry lacks the key; a new create reuses revision 7: a new revision space."""
+    timeline = _timeline((8, False), (9, True))
+    timeline.restore(base=6, at=10.0)
+    timeline.settled(12.0)
+    timeline.record(KEY, 7, False)
+    calls = [_apply(8, at=1), _delete(8, at=2), _apply(7, at=13)]
+    verdict = check_calls(calls, timeline, {KEY: 7})
+    assert verdict.problems == [] and verdict.rewinds == 1
+
+
 def test_record_lines_cut_by_a_kill_are_skipped(tmp_path: Path) -> None:
     record = tmp_path / "r"
     record.write_text("start 1 1.000000\napply measure/g/m 5 1.500000\napply measure/g/m 6 1."

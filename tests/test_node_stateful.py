@@ -21,7 +21,7 @@ which life of a key the handler was handed.
 Each rule ends by *settling* the node (polled with a deadline): it received
 every write (``status()["received_revision"]``), no repair runs or waits,
 and every key is either held by the cache at the registry's version, or
-recorded as failed at the key's newest revision, or blocked.  Keys recorded as
+recorded as failed at (or after) the key's newest write, or blocked.  Keys recorded as
 failed keep being retried by repair in the background, with a short backoff.
 
 What is checked, and where:
@@ -299,9 +299,11 @@ class NodeMachine(RuleBasedStateMachine):
         failed = {f["key"]: f["revision"] for f in status["failures"]}
         blocked = {b["key"] for b in status["blocked"]}
         cached = self._cached()
+        # A failed delete found by a repair's listing is recorded at that listing's
+        # revision, which can be newer than the delete itself.
         return [key for key in KEYS
                 if cached.get(key) != self.present.get(key) and key not in blocked
-                and failed.get(key, -1) != self.last_write.get(key)]
+                and failed.get(key, -1) < self.last_write.get(key, 0)]
 
     async def _settle(self) -> None:
         node = self.live
