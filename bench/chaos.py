@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -689,7 +690,15 @@ class Chaos:
         """Nodes that sent a firing ``SchemaRegistryRewound`` among the alerts received
         from the ``since``-th on."""
         return {str(a.get("labels", {}).get("node")) for a in self.alerts.received[since:]
-                if a.get("labels", {}).get("alertname") == REWIND_ALERT and not a.get("endsAt")}
+                if a.get("labels", {}).get("alertname") == REWIND_ALERT and not _resolved(a)}
+
+    async def _rewinds_resolved(self) -> bool:
+        """Every node's last ``SchemaRegistryRewound`` alert is a resolution."""
+        last: dict[str, dict[str, Any]] = {}
+        for alert in self.alerts.received:
+            if alert.get("labels", {}).get("alertname") == REWIND_ALERT:
+                last[str(alert["labels"].get("node"))] = alert
+        return all(_resolved(a) for a in last.values())
 
     # --- observing the nodes ----------------------------------------------------------
 
@@ -785,6 +794,13 @@ class Chaos:
             await self._explain_divergence(str(exc))
         await self._check_histories()
         self.tally.hold("honest-status")
+        if self.tally.restores:
+            try:
+                await self._until(self._rewinds_resolved, ALERT_TIMEOUT,
+                                  f"every {REWIND_ALERT} to be resolved")
+                self.tally.hold("rewind-alert-resolved")
+            except TimeoutError as exc:
+                self.tally.fail("rewind-alert-resolved", str(exc))
         return self.tally
 
     async def _explain_divergence(self, why: str) -> None:
@@ -831,6 +847,17 @@ class Chaos:
                                 f"{len(verdict.problems)} problems: "
                                 + "; ".join(verdict.problems[:4]))
         self.tally.hold("history")
+
+
+def _resolved(alert: dict[str, Any]) -> bool:
+    """Alertmanager's convention: a firing alert has no ``endsAt`` or one in the future."""
+    ends = alert.get("endsAt")
+    if not ends:
+        return False
+    try:
+        return datetime.fromisoformat(str(ends)) <= datetime.now(UTC)
+    except ValueError:
+        return False
 
 
 def _group(name: str, variant: int) -> Resource:

@@ -176,5 +176,6 @@ def test_short_chaos_run_holds_every_check(tmp_path: Path) -> None:
     assert sum(r["node_kills"] + r["starting_kills"] for r in runs) >= 20, runs
     etcd, sqlite = runs
     assert etcd["etcd_kills"] >= 2, etcd
-    assert sqlite["restores"] >= 1 and {"restore-converged", "rewind-alert"} <= set(
+    assert sqlite["restores"] >= 1 and {
+        "restore-converged", "rewind-alert", "rewind-alert-resolved"} <= set(
         sqlite["checks"]), sqlite

@@ -19,7 +19,8 @@ history from its own watch, so it knows, for every call, which version and
 which life of a key the handler was handed.
 
 Each rule ends by *settling* the node (polled with a deadline): it received
-every write (``status()["received_revision"]``), no repair runs or waits,
+every write (``status()["received_revision"]``), no handler call is in
+flight, no repair runs or waits,
 and every key is either held by the cache at the registry's version, or
 recorded as failed at (or after) the key's newest write, or blocked.  Keys recorded as
 failed keep being retried by repair in the background, with a short backoff.
@@ -69,7 +70,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -164,6 +165,8 @@ class _FaultHandler:
         self.replaying = False
         self.deleted: list[str] = []
         self.violations: list[str] = []
+        self.in_flight = 0
+        """Handler calls begun and not returned yet."""
         self.hold: str | None = None
         """Applies of this key wait for :attr:`release` (a call in flight)."""
         self.held = asyncio.Event()
@@ -181,6 +184,14 @@ class _FaultHandler:
         self.calls.append(call)
         return call
 
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
     def _maybe_fail(self, key: str) -> None:
         mode = self.faults.get(key, "none")
         if mode == "transient":
@@ -190,16 +201,18 @@ class _FaultHandler:
 
     async def apply(self, resource: Resource) -> None:
         call = self._log("apply", resource)
-        if resource.key == self.hold:
-            self.held.set()
-            await self.release.wait()
-        self._maybe_fail(resource.key)
+        with self._running():
+            if resource.key == self.hold:
+                self.held.set()
+                await self.release.wait()
+            self._maybe_fail(resource.key)
         call.failed = False
         self.state[resource.key] = resource.mod_revision
 
     async def delete(self, resource: Resource) -> None:
         call = self._log("delete", resource)
-        self._maybe_fail(resource.key)
+        with self._running():
+            self._maybe_fail(resource.key)
         call.failed = False
         held = self.state.get(resource.key)
         # Holding nothing is fine: the replay of that version may have failed.
@@ -312,12 +325,21 @@ class NodeMachine(RuleBasedStateMachine):
             head = await self.registry.revision()
             status = node.status()
             return (status["received_revision"] >= head and self.seen_revision >= head
+                    and self.handler.in_flight == 0
                     and not status["repair"]["running"] and not status["repair"]["pending"]
                     and not self._unsettled(status))
 
+        async def still_quiet() -> bool:
+            # Twice, a poll apart: a handler call that just returned is seen by the
+            # node on its next turn of the loop.
+            if not await quiet():
+                return False
+            await asyncio.sleep(SETTLE_POLL)
+            return await quiet()
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_TIMEOUT
-        while not await quiet():
+        while not await still_quiet():
             if loop.time() > deadline:
                 status = node.status()
                 raise AssertionError(
