@@ -122,3 +122,4 @@ async def test_each_refusal_is_one_line_naming_cause_and_endpoint(
         if not ok:
             problems.append(f"{case.name}: exit {code}, output:\n{output}")
     assert not problems, "\n\n".join(problems)
+

@@ -110,6 +110,11 @@ class RegistryPermissionError(RegistryAccessError):
     """The registry knows the user, but its roles do not allow the operation."""
 
 
+class RegistryTlsError(RegistryAccessError):
+    """The TLS handshake with the registry failed: a certificate either side
+    rejects, or TLS on one side and plaintext on the other."""
+
+
 class ValidationError(SchemaCacheError, ValueError):
     """A resource or manifest is invalid.
 

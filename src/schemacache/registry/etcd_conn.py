@@ -37,6 +37,7 @@ from aetcd import rpc
 from ..errors import (
     RegistryAuthError,
     RegistryPermissionError,
+    RegistryTlsError,
     RegistryUnavailableError,
     SchemaCacheError,
     ValidationError,
@@ -325,8 +326,12 @@ class EtcdConnection:
             if "failed to connect" not in details:
                 details = await self._probe() or details
             name = self.access.server_name or self.access.endpoints[0][0]
-            return RegistryUnavailableError(
-                f"etcd {url}: {describe_connect_failure(details, name)}")
+            text = describe_connect_failure(details, name)
+            # A handshake that fails fails again until someone fixes a certificate
+            # or the URL; a refused or timed-out connection may come back by itself.
+            error = RegistryTlsError if text.startswith(_HANDSHAKE_FAILURES) else (
+                RegistryUnavailableError)
+            return error(f"etcd {url}: {text}")
         return SchemaCacheError(f"etcd {url}: {code.name}: {details}")
 
     def permission_error(self, details: str, operation: str = "") -> RegistryPermissionError:
@@ -384,6 +389,7 @@ _CONNECT_FAILURES = (
                       "use etcds://)"),
     ("Connection refused", "connection refused (is etcd running there?)"),
 )
+_HANDSHAKE_FAILURES = ("TLS", "the server closed the connection during set-up")
 
 
 def describe_connect_failure(details: str, name: str = "") -> str:
