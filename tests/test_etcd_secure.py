@@ -311,3 +311,17 @@ async def test_plain_etcd_with_a_user_and_simple_tokens(tmp_path: Path) -> None:
         await reg.close()
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_an_untrusted_server_is_a_tls_error(secure_etcd: Any, tmp_path: Path) -> None:
+    from pki import Pki
+    from schemacache import RegistryTlsError
+
+    stranger = await asyncio.to_thread(Pki, tmp_path / "stranger")
+    url = secure_etcd.rbac_url(f"sec/tls{uuid.uuid4().hex[:6]}")
+    reg = open_registry(url.replace(f"ca={secure_etcd.tls.ca}", f"ca={stranger.ca}"))
+    try:
+        with pytest.raises(RegistryTlsError, match=r"TLS: the server's certificate is not"):
+            await reg.revision()
+    finally:
+        await reg.close()

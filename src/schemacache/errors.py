@@ -110,9 +110,10 @@ class RegistryPermissionError(RegistryAccessError):
     """The registry knows the user, but its roles do not allow the operation."""
 
 
-class RegistryTlsError(RegistryAccessError):
+class RegistryTlsError(RegistryUnavailableError):
     """The TLS handshake with the registry failed: a certificate either side
-    rejects, or TLS on one side and plaintext on the other."""
+    rejects, or TLS against a plaintext port.  Retried like any connection
+    failure, since a member dying mid-handshake looks the same for a moment."""
 
 
 class ValidationError(SchemaCacheError, ValueError):

@@ -327,10 +327,7 @@ class EtcdConnection:
                 details = await self._probe() or details
             name = self.access.server_name or self.access.endpoints[0][0]
             text = describe_connect_failure(details, name)
-            # A handshake that fails fails again until someone fixes a certificate
-            # or the URL; a refused or timed-out connection may come back by itself.
-            error = RegistryTlsError if text.startswith(_HANDSHAKE_FAILURES) else (
-                RegistryUnavailableError)
+            error = RegistryTlsError if text.startswith("TLS") else RegistryUnavailableError
             return error(f"etcd {url}: {text}")
         return SchemaCacheError(f"etcd {url}: {code.name}: {details}")
 
@@ -389,7 +386,6 @@ _CONNECT_FAILURES = (
                       "use etcds://)"),
     ("Connection refused", "connection refused (is etcd running there?)"),
 )
-_HANDSHAKE_FAILURES = ("TLS", "the server closed the connection during set-up")
 
 
 def describe_connect_failure(details: str, name: str = "") -> str:
