@@ -157,7 +157,18 @@ class PermanentError(SchemaCacheError):
 
 
 class TemporaryError(SchemaCacheError):
-    """Raised by a handler for a failure worth retrying (any other exception is too)."""
+    """Raised by a handler for a failure worth retrying (any other exception is too).
+
+    :param delay: seconds to wait before the next attempt, instead of the
+        backoff (default ``None``: the backoff); capped by the retry policy's
+        cap.  It does not add attempts: ``max_attempts`` still bounds them.
+    """
+
+    def __init__(self, *args: object, delay: float | None = None):
+        super().__init__(*args)
+        if delay is not None and not delay >= 0:
+            raise ValueError("delay must be >= 0")
+        self.delay = delay
 
 
 class TooLargeError(SchemaCacheError):

@@ -5,6 +5,10 @@ changed while being processed: it is queued again when the worker is done), or
 neither.  Adding a key that is already dirty does nothing except raise its
 priority, so a burst of changes to one key collapses into one item; a key is
 never handed to two workers at once.
+
+A key added *rate limited* is held back: until its delay runs out, adding it
+again does nothing, so a worker never takes it before its backoff is over (only
+:meth:`WorkQueue.cancel_timer` releases it early).
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .retry import RetryLimiter
 
 PRIO_LIVE = 0
 """Keys changed by a watch event."""
@@ -33,6 +41,7 @@ class WorkQueue:
         self._dirty: dict[str, int] = {}
         self._processing: set[str] = set()
         self._timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
+        self._held: set[str] = set()  # keys in backoff: add() waits for their timer
         self._nonempty = asyncio.Event()
         self._progress = asyncio.Event()
         self._urgent = 0  # dirty keys of priority live or retry (what backpressure counts)
@@ -42,7 +51,7 @@ class WorkQueue:
 
     def add(self, key: str, prio: int = PRIO_LIVE) -> None:
         """Mark ``key`` dirty at ``prio`` (a more urgent priority wins)."""
-        if self._shutdown:
+        if self._shutdown or key in self._held:
             return
         current = self._dirty.get(key)
         if current is not None and current <= prio:
@@ -73,8 +82,39 @@ class WorkQueue:
         handle = loop.call_at(when, self._fire_timer, key, prio)
         self._timers[key] = (handle, prio)
 
+    def add_rate_limited(self, key: str, limiter: RetryLimiter, revision: int,
+                         prio: int = PRIO_RETRY, *, delay: float | None = None) -> float | None:
+        """Count a failed attempt of ``key`` at ``revision`` with ``limiter`` and
+        hold the key back for the delay it answers (client-go's
+        ``AddRateLimited``): the seconds held, or ``None`` when the key's
+        attempts are used up (then nothing is queued).
+
+        :param prio: priority the key comes back at (default :data:`PRIO_RETRY`).
+        :param delay: a wait the failure asked for (see :meth:`RetryLimiter.when`).
+        """
+        wait = limiter.when(key, revision, delay=delay)
+        if wait is not None:
+            self.hold(key, wait, prio)
+        return wait
+
+    def hold(self, key: str, delay: float, prio: int = PRIO_RETRY) -> None:
+        """Take ``key`` out of the queue for ``delay`` seconds, then add it at
+        ``prio``; adds meanwhile do nothing."""
+        if self._shutdown:
+            return
+        self.cancel_timer(key)
+        self._discard_dirty(key)
+        self.add_after(key, delay, prio)
+        self._held.add(key)
+
+    def _discard_dirty(self, key: str) -> None:
+        prio = self._dirty.pop(key, None)
+        if prio is not None and prio <= PRIO_RETRY:
+            self._urgent -= 1  # its deque entry is now stale and skipped
+
     def cancel_timer(self, key: str) -> None:
-        """Drop a pending delayed add of ``key``."""
+        """Drop a pending delayed add of ``key`` (releasing a held key)."""
+        self._held.discard(key)
         existing = self._timers.pop(key, None)
         if existing is not None:
             existing[0].cancel()
@@ -82,8 +122,13 @@ class WorkQueue:
     def has_timer(self, key: str) -> bool:
         return key in self._timers
 
+    def is_held(self, key: str) -> bool:
+        """Whether ``key`` waits out a backoff (see :meth:`hold`)."""
+        return key in self._held
+
     def _fire_timer(self, key: str, prio: int) -> None:
         self._timers.pop(key, None)
+        self._held.discard(key)
         self.add(key, prio)
 
     # --- taking -------------------------------------------------------------
@@ -159,6 +204,7 @@ class WorkQueue:
         for handle, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._held.clear()
         self._nonempty.set()
         self._progress.set()
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._gc import gc_paused
-from ..errors import PermanentError
+from ..errors import PermanentError, TemporaryError
 from ..kinds import level, references
 from ..model import Event, EventType, Resource
 from ..observe.alerts import Alerter
@@ -28,7 +28,7 @@ from ..observe.metrics import NodeMetrics
 from .cache import NodeCache
 from .handler import HandlerCaller
 from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
-from .retry import RetryPolicy, backoff_bound
+from .retry import RetryLimiter, RetryPolicy
 from .state import FailureRecord, LoadedState, StateStore
 from .tasks import cancel_and_wait
 from .text import error_text, safe
@@ -61,14 +61,6 @@ class Desired:
     live: bool = False
 
 
-@dataclass(slots=True)
-class _Attempts:
-    revision: int
-    count: int
-    first_failed: float
-    not_before: float  # loop time of the next allowed attempt
-
-
 @dataclass
 class WorkBatch:
     """Keys enqueued together (a repair, the start-up backlog); done when a
@@ -94,6 +86,11 @@ def _prerequisite_keys(resource: Resource) -> list[str]:
 
 def _kind(key: str) -> str:
     return key.split("/", 1)[0]
+
+
+def _requested_delay(error: BaseException) -> float | None:
+    """The wait a handler asked for with ``TemporaryError(delay=…)``, if any."""
+    return error.delay if isinstance(error, TemporaryError) else None
 
 
 class Reconciler:
@@ -124,16 +121,21 @@ class Reconciler:
         self.repair_backoff_cap = repair_backoff_cap
         self._request_repair = request_repair
         self.queue = WorkQueue()
+        self.limiter = RetryLimiter(retry)
+        """Failed handler calls per key from the event path."""
+        # Per-key repair waits the bound, unjittered: a failed key is one key on
+        # one node, there is no crowd to spread, and an operator can tell when
+        # its next repair attempt comes.
+        self.repair_limiter = RetryLimiter(
+            RetryPolicy(base=repair_backoff_base, cap=repair_backoff_cap, jitter="none"),
+            exhaustible=False)
+        """Repair attempts per failed key."""
         self.desired: dict[str, Desired] = {}
         self.applied: dict[str, tuple[int, Resource]] = {}
         self.failures: dict[str, FailureRecord] = {}
         self.cache = NodeCache(self.applied)
         self.received_revision = 0
         self.cluster_id: str | None = None
-        self._attempts: dict[str, _Attempts] = {}
-        self._repair_fails: dict[str, int] = {}
-        self._repair_not_before: dict[str, float] = {}
-        self._repair_forced: set[str] = set()
         self._parked: dict[str, tuple[list[str], int]] = {}
         self._waiters: dict[str, set[str]] = {}
         self._dependents: dict[str, set[str]] = {}
@@ -181,10 +183,9 @@ class Reconciler:
         for kind, n in counts.items():
             self._count_kind(kind, n)
         self.failures.update(loaded.failures)
-        now = self._loop.time()
-        for key in self.failures:
+        for key, failure in self.failures.items():
             # A failed key is retried by repair one base gap after start-up.
-            self._repair_not_before[key] = now + self.repair_backoff_base
+            self.queue.add_rate_limited(key, self.repair_limiter, failure.revision, PRIO_REPAIR)
         self.metrics.failed_keys.set(len(self.failures))
         self.cache.invalidate()
 
@@ -364,11 +365,12 @@ class Reconciler:
             self.mark_reapply(list(self.applied))
             for key, (rev, res) in self.applied.items():
                 self.store.put_applied(key, rev, res)
+            for key in self.limiter.keys() + self.repair_limiter.keys():
+                self.queue.cancel_timer(key)
             for key in list(self.failures):
                 self._clear_failure(key)
-            self._attempts.clear()
-            self._repair_fails.clear()
-            self._repair_not_before.clear()
+            self.limiter.clear()
+            self.repair_limiter.clear()
         for key, r in listed.items():
             cur = self.desired.get(key)
             if reset or cur is None or cur.revision < r.mod_revision or (
@@ -408,27 +410,24 @@ class Reconciler:
                 self.store.put_applied(key, UNKNOWN_REVISION, res)
         for key in [k for k, f in self.failures.items() if f.revision > revision]:
             self._clear_failure(key)
-        for key in [k for k, a in self._attempts.items() if a.revision > revision]:
-            del self._attempts[key]
+        for key in self.limiter.forget_above(revision):
             self.queue.cancel_timer(key)
         self.cache.invalidate()
 
     def _desired_changed_quiet(self, key: str, d: Desired) -> None:
         """Forget attempts and repair backoff that belong to an older version."""
-        att = self._attempts.get(key)
-        if att is not None and att.revision != d.revision:
+        if self.limiter.revision(key) not in (None, d.revision):
             # A newer version supersedes a failing one: fresh attempts, at once.
-            del self._attempts[key]
+            self.limiter.forget(key)
             self.queue.cancel_timer(key)
         failure = self.failures.get(key)
         if failure is not None and failure.revision != d.revision:
-            self._repair_fails.pop(key, None)
-            self._repair_not_before.pop(key, None)
+            self.repair_limiter.forget(key)
+            self.queue.cancel_timer(key)
 
     def _enqueue_unsettled(self, keys: Iterable[str], *, manual: bool, prio: int) -> WorkBatch:
         puts: list[str] = []
         deletes: list[str] = []
-        now = self._loop.time()
         for key in keys:
             d = self.desired.get(key)
             if d is None:
@@ -444,16 +443,11 @@ class Reconciler:
             if failure is not None and failure.revision == d.revision:
                 self._settle(key)  # recorded as failed: settled until it changes
                 if manual:
-                    self._repair_forced.add(key)
-                else:
-                    wait = self._repair_not_before.get(key, 0.0) - now
-                    if wait > 0:
-                        self.queue.add_after(key, wait, PRIO_REPAIR)
-                        continue
-            else:
-                att = self._attempts.get(key)
-                if att is not None and att.revision == d.revision:
-                    continue  # the event path still owns it
+                    self.queue.cancel_timer(key)  # a manual repair tries it at once
+                elif self.queue.is_held(key):
+                    continue  # its repair backoff brings it back
+            elif self.limiter.attempts(key, d.revision):
+                continue  # the event path still owns it
             (deletes if d.deleted else puts).append(key)
         puts.sort(key=lambda k: (level(_kind(k)), k))
         deletes.sort(key=lambda k: (-level(_kind(k)), k))
@@ -472,29 +466,14 @@ class Reconciler:
         d = self.desired.get(key)
         if d is None:
             return
-        forced = key in self._repair_forced
-        self._repair_forced.discard(key)
         if self._is_settled_applied(key, d):
             self._settle(key)
             self._unpark(key)
             if key in self.failures:
                 self._clear_failure(key)
             return
-        now = self._loop.time()
         failure = self.failures.get(key)
         failed = failure is not None and failure.revision == d.revision
-        if failed:
-            not_before = self._repair_not_before.get(key, 0.0)
-            if not forced and not_before > now:
-                self.queue.add_after(key, not_before - now, PRIO_REPAIR)
-                return
-        else:
-            att = self._attempts.get(key)
-            if att is not None and att.revision == d.revision and att.not_before > now:
-                # Too early (an earlier timer, e.g. a repair's, brought it here and
-                # replaced its retry timer): make sure one brings it back.
-                self.queue.add_after(key, att.not_before - now, PRIO_RETRY)
-                return
         # Computed once: the blockers check and the dependents index both need them.
         prerequisites = [] if d.deleted else _prerequisite_keys(d.resource)
         blockers = self._blockers(key, d, prerequisites)
@@ -513,7 +492,7 @@ class Reconciler:
         op = "delete" if d.deleted else "apply"
         resource = applied[1] if d.deleted and applied is not None else d.resource
         kind = resource.kind
-        self._running[key] = now
+        self._running[key] = self._loop.time()
         started = time.perf_counter()
         outcome = "ok"
         error: BaseException | None = None
@@ -554,7 +533,7 @@ class Reconciler:
             log.exception("recording the failure of %s failed too; retrying it in %.1fs",
                           safe(key), self.repair_backoff_base)
             self._mark_unsettled(key, d.revision)
-            self.queue.add_after(key, self.repair_backoff_base, PRIO_RETRY)
+            self.queue.hold(key, self.repair_backoff_base, PRIO_RETRY)
 
     def _enqueue(self, key: str, prio: int) -> None:
         """Queue ``key`` for a worker -- once its desired row is durable, when a
@@ -637,9 +616,8 @@ class Reconciler:
                 self._index_dependents(key, previous[1], ())
                 self._count_kind(_kind(key), -1)
         self.cache.invalidate()
-        self._attempts.pop(key, None)
-        self._repair_fails.pop(key, None)
-        self._repair_not_before.pop(key, None)
+        self.limiter.forget(key)
+        self.repair_limiter.forget(key)
         current = self.desired.get(key)
         if current is d or (current is not None and self._is_settled_applied(key, current)):
             self._settle(key)
@@ -655,30 +633,32 @@ class Reconciler:
 
     def _on_failure(self, key: str, kind: str, revision: int, error: BaseException,
                     outcome: str) -> None:
-        now_wall = time.time()
-        att = self._attempts.get(key)
-        if att is None or att.revision != revision:
-            att = _Attempts(revision, 0, now_wall, 0.0)
-            self._attempts[key] = att
-        att.count += 1
-        text = error_text(error)
         current = self.desired.get(key)
         if current is not None and current.revision != revision:
             # Superseded while the call ran: the newer version is already queued.
-            self._attempts.pop(key, None)
+            self.limiter.forget(key)
             return
-        if outcome == "permanent" or att.count >= self.retry.max_attempts:
-            del self._attempts[key]
-            record = FailureRecord(key, revision, att.count, att.first_failed, now_wall, text)
+        text = error_text(error)
+        if outcome == "permanent":
+            self.limiter.when(key, revision)  # counted; no retry
+            delay = None
+        else:
+            delay = self.queue.add_rate_limited(key, self.limiter, revision, PRIO_RETRY,
+                                                delay=_requested_delay(error))
+        count = self.limiter.attempts(key)
+        if delay is None:
+            now_wall = time.time()
+            record = FailureRecord(key, revision, count,
+                                   self.limiter.first_failed(key) or now_wall, now_wall, text)
+            self.limiter.forget(key)
             self.failures[key] = record
             self.store.put_failure(record)
             self.metrics.retries_exhausted.labels(kind=kind).inc()
             self.metrics.failed_keys.set(len(self.failures))
-            self._repair_fails[key] = 0
-            self._repair_not_before[key] = self._loop.time() + self.repair_backoff_base
-            self.queue.add_after(key, self.repair_backoff_base, PRIO_REPAIR)
+            self.repair_limiter.forget(key)
+            self.queue.add_rate_limited(key, self.repair_limiter, revision, PRIO_REPAIR)
             self._settle(key)
-            why = "permanent error" if outcome == "permanent" else f"{att.count} attempts"
+            why = "permanent error" if outcome == "permanent" else f"{count} attempts"
             log.warning("%s revision %d failed (%s): %s", safe(key), revision, why, text)
             self.alerter.fire(ALERT_EXHAUSTED, key=key,
                               summary=f"{key} revision {revision} failed after {why}",
@@ -688,11 +668,8 @@ class Reconciler:
             self._wake_waiters(key)
             return
         self.metrics.retries.labels(kind=kind).inc()
-        delay = self.retry.delay(att.count)
-        att.not_before = self._loop.time() + delay
         log.info("%s revision %d attempt %d failed (%s); retry in %.3fs", safe(key), revision,
-                 att.count, text, delay)
-        self.queue.add_after(key, delay, PRIO_RETRY)
+                 count, text, delay)
 
     def _on_repair_failure(self, key: str, error: BaseException, outcome: str) -> None:
         record = self.failures[key]
@@ -700,11 +677,10 @@ class Reconciler:
         record.last_failed = time.time()
         record.last_error = error_text(error)
         self.store.put_failure(record)
-        n = self._repair_fails.get(key, 0) + 1
-        self._repair_fails[key] = n
-        gap = backoff_bound(n + 1, self.repair_backoff_base, self.repair_backoff_cap)
-        self._repair_not_before[key] = self._loop.time() + gap
-        self.queue.add_after(key, gap, PRIO_REPAIR)
+        gap = self.queue.add_rate_limited(key, self.repair_limiter, record.revision, PRIO_REPAIR,
+                                          delay=_requested_delay(error))
+        # The limiter's first count is the wait that followed exhaustion.
+        n = self.repair_limiter.attempts(key) - 1
         log.info("%s still failing after repair attempt %d (%s); next in %.1fs", safe(key), n,
                  record.last_error, gap)
         self._wake_waiters(key)
@@ -719,8 +695,7 @@ class Reconciler:
             self.metrics.failed_keys.set(len(self.failures))
             self.alerter.resolve(ALERT_EXHAUSTED, key=key)
             log.info("%s converged; failure record cleared", safe(key))
-        self._repair_fails.pop(key, None)
-        self._repair_not_before.pop(key, None)
+        self.repair_limiter.forget(key)
 
     # ------------------------------------------------------------------ dependencies
 

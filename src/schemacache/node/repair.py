@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._gc import freeze_long_lived, gc_paused
+from ..backoff import compute_backoff
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
 from .reconciler import Reconciler
-from .retry import backoff_bound
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,9 @@ class Repairer:
                 run.listed.set_result(None)
             self._finish(run, "error", started, None, 0, text)
             if reason in _SELF_RETRIED and not self._stopped:
-                delay = backoff_bound(self._fail_streak, self.backoff_base, self.backoff_cap)
+                # Jittered: every node of a cluster retries the same registry.
+                delay = compute_backoff(self._fail_streak, base=self.backoff_base,
+                                        cap=self.backoff_cap)
                 if self._retry_handle is not None:
                     self._retry_handle.cancel()
                 self._retry_handle = asyncio.get_running_loop().call_later(

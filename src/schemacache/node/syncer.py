@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 
 from .._gc import BurstPause
+from ..backoff import compute_backoff
 from ..errors import CompactedError, RegistryRewoundError, RegistryUnavailableError
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry, WatchProgress
 from .reconciler import Reconciler
 from .repair import Repairer, RepairRun
-from .retry import backoff_bound
 from .state import MAX_PENDING_WRITES
 from .tasks import cancel_and_wait
 
@@ -155,8 +154,8 @@ class Syncer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._set_connected(False)
                 self.metrics.watch_restarts.labels(reason="error").inc()
-                bound = backoff_bound(failures, self.reconnect_base, self.reconnect_cap)
-                delay = random.uniform(bound / 2, bound)
+                delay = compute_backoff(failures, base=self.reconnect_base,
+                                        cap=self.reconnect_cap)
                 log.warning("registry watch failed (%s); reconnecting in %.2fs",
                             self.last_error, delay)
                 await asyncio.sleep(delay)

@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from ..backoff import compute_backoff
 from .metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_DELIVERY_ATTEMPTS = 3
 """POSTs per notification before it is given up."""
 DEFAULT_RETRY_BASE = 0.5
+DEFAULT_RETRY_CAP = 30.0
+"""Largest backoff between two POSTs of one notification, seconds."""
 """Delay before the second POST of a notification; doubles for each further one."""
 CLOSE_GRACE = 2.0
 """Seconds :meth:`Alerter.close` lets pending notifications be delivered."""
@@ -146,7 +149,8 @@ class Alerter:
         :data:`DEFAULT_QUEUE_SIZE`).
     :param delivery_attempts: POSTs per notification (default
         :data:`DEFAULT_DELIVERY_ATTEMPTS`).
-    :param retry_base: backoff before the second POST, doubling after (default
+    :param retry_base: backoff bound before the second POST, doubling after up
+        to :data:`DEFAULT_RETRY_CAP`, fully jittered (default
         :data:`DEFAULT_RETRY_BASE`, 0.5 s).
     :param generator_url: ``generatorURL`` of every alert, e.g. the node's admin
         URL, also giving label ``instance`` (default ``None``: both omitted); may
@@ -426,7 +430,8 @@ class Alerter:
             if attempt < self._attempts and not self._closing:
                 log.info("alerts: POST %s of %s failed (%s), attempt %d/%d", self.webhook_url,
                          alertname, error, attempt, self._attempts)
-                await asyncio.sleep(self._retry_base * 2 ** (attempt - 1))
+                await asyncio.sleep(compute_backoff(attempt, base=self._retry_base,
+                                                    cap=DEFAULT_RETRY_CAP))
             else:
                 break
         log.warning("alerts: could not deliver %s to %s: %s", alertname, self.webhook_url, error)
