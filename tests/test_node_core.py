@@ -147,9 +147,9 @@ async def test_initial_sync_watch_and_cache(reg: Registry, tmp_path: Path) -> No
         assert node.cache.get("measure/g1/m1") is None
         assert h.calls_for("measure/g1/m1", "delete")
         st = node.status()
-        assert set(st) == {"node", "state", "applied_revision", "received_revision",
-                           "registry_revision", "lag", "registry", "state_store", "cache",
-                           "failures", "blocked", "repair"}
+        assert set(st) == {"node", "state", "settled_revision", "applied_revision",
+                           "received_revision", "registry_revision", "lag", "registry",
+                           "state_store", "cache", "failures", "blocked", "repair"}
         assert st["state_store"] == {"ok": True, "error": None}
         assert st["registry"] == {"cluster_id": await reg.cluster_id(), "rewinds": 0}
         assert st["node"] == "n1" and st["state"] == "ready"

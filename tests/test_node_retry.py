@@ -170,3 +170,7 @@ async def test_handler_requested_delay_is_honoured(tmp_path) -> None:  # type: i
         await until(lambda: node.status()["cache"]["size"] == 1, "the group applied",
                     within=10.0)
         assert len(calls) == 2 and node.status()["failures"] == []
+        status = node.status()
+        # settled_revision, and applied_revision as its documented alias.
+        assert status["settled_revision"] == status["applied_revision"] == node.settled_revision
+        assert node.settled_revision >= 1

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cache import NodeCache
     from .config import NodeConfig
+    from .failures import FailureRecord
     from .handler import Handler, load_handler
     from .node import Node
     from .retry import RetryPolicy
     from .runner import run_node
-    from .state import FailureRecord
 
 __all__ = ["FailureRecord", "Handler", "Node", "NodeCache", "NodeConfig", "RetryPolicy",
            "load_handler", "run_node"]
 
-_HOMES = {"FailureRecord": "state", "Handler": "handler", "Node": "node",
+_HOMES = {"FailureRecord": "failures", "Handler": "handler", "Node": "node",
           "NodeCache": "cache", "NodeConfig": "config", "RetryPolicy": "retry",
           "load_handler": "handler", "run_node": "runner"}
 

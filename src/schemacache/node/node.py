@@ -221,7 +221,7 @@ class Node:
                 store=self._store, caller=caller, retry=self.retry, metrics=self.metrics,
                 alerter=self.alerter, workers=self.workers,
                 repair_backoff_base=self.repair_backoff_base,
-                repair_backoff_cap=self.repair_backoff_cap, request_repair=self._request_repair)
+                repair_backoff_cap=self.repair_backoff_cap)
             rec.load(loaded)
             fresh = loaded.fresh
             del loaded  # its dicts are garbage now: not worth freezing
@@ -229,6 +229,7 @@ class Node:
         self._repairer = Repairer(
             self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
             backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
+        rec.repairer = self._repairer
         self._syncer = Syncer(
             self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
             reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)
@@ -297,7 +298,7 @@ class Node:
             await backlog.done.wait()
         freeze_long_lived()  # the initial sync just built the whole cache
         self._ready.set()
-        log.info("node %s ready at revision %d", self._name, self._reconciler.applied_revision)
+        log.info("node %s ready at revision %d", self._name, self._reconciler.settled_revision)
 
     # ------------------------------------------------------------------ reading
 
@@ -313,9 +314,15 @@ class Node:
         return self._reconciler.cache
 
     @property
+    def settled_revision(self) -> int:
+        """Highest revision R such that every event up to R is settled: applied,
+        deleted, or recorded as failed (see :attr:`failures`)."""
+        return self._reconciler.settled_revision
+
+    @property
     def applied_revision(self) -> int:
-        """Highest revision R such that every event up to R is settled."""
-        return self._reconciler.applied_revision
+        """Former name of :attr:`settled_revision`, kept for callers of it."""
+        return self._reconciler.settled_revision
 
     @property
     def received_revision(self) -> int:
@@ -348,7 +355,7 @@ class Node:
     async def wait_for_revision(
         self, revision: int, timeout: float | None = None  # noqa: ASYNC109 - public API
     ) -> bool:
-        """Wait until :attr:`applied_revision` ≥ ``revision``.
+        """Wait until :attr:`settled_revision` ≥ ``revision``.
 
         :param timeout: seconds to wait (default ``None``: forever).
         :returns: True once reached, False when ``timeout`` ran out first.
@@ -358,7 +365,7 @@ class Node:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             changed = rec.progress_event()
-            if rec.applied_revision >= revision:
+            if rec.settled_revision >= revision:
                 return True
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -403,11 +410,14 @@ class Node:
             repair["last_finished"] = datetime.fromtimestamp(
                 repair["last_finished"], UTC).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z")
-        applied = rec.applied_revision
+        applied = rec.settled_revision
         registry_rev = self.known_registry_revision()
         return {
             "node": self._name,
             "state": self.state(),
+            "settled_revision": applied,
+            # The same figure under its first name, which clients and the
+            # schemacache_applied_revision metric still use.
             "applied_revision": applied,
             "received_revision": rec.received_revision,
             "registry_revision": registry_rev,
@@ -444,10 +454,6 @@ class Node:
             await self._store.flush()
 
     # ------------------------------------------------------------------ repair
-
-    def _request_repair(self, reason: str) -> None:
-        if self._repairer is not None and not self._stopped:
-            self._repairer.request(reason)
 
     async def repair(self, reason: str = "manual", wait: bool = True) -> dict[str, Any]:
         """Request a repair (a full sync).

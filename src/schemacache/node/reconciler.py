@@ -11,13 +11,11 @@ it is.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .._gc import gc_paused
 from ..errors import PermanentError, TemporaryError
@@ -25,58 +23,29 @@ from ..kinds import level, references
 from ..model import Event, EventType, Resource
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
-from .cache import NodeCache
+from .deps import Dependencies
+from .failures import ALERT_EXHAUSTED, FailureLog
 from .handler import HandlerCaller
+from .meters import ReconcileMeters
+from .nodestate import UNKNOWN_REVISION, Desired, NodeState
+from .progress import Progress
 from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
 from .retry import RetryLimiter, RetryPolicy
-from .state import FailureRecord, LoadedState, StateStore
-from .tasks import cancel_and_wait
+from .state import MAX_PENDING_WRITES, LoadedState, StateStore
 from .text import error_text, safe
+from .workers import WorkBatch, Workers
 
 log = logging.getLogger(__name__)
 
-ALERT_EXHAUSTED = "SchemaEventRetriesExhausted"
-UNKNOWN_REVISION = -1
-"""Applied revision of a resource whose version must be applied again (after a
-registry reset, or when re-applying it at start-up failed)."""
-YIELD_EVERY = 64
-"""Keys a worker handles without a handler await before yielding to the loop."""
+__all__ = ["ALERT_EXHAUSTED", "UNKNOWN_REVISION", "Desired", "Reconciler", "WorkBatch"]
 
 NODE_KIND = "node"
 
 
-@dataclass(slots=True)
-class Desired:
-    """The newest version of a key the node knows of.
+class RepairRequester(Protocol):
+    """What the reconciler needs of the repairer: asking for a full sync."""
 
-    :param revision: the version's revision (the delete revision for a tombstone).
-    :param deleted: a tombstone: the key is deleted at ``revision``.
-    :param resource: the version (for a tombstone, the last version known).
-    :param live: received from the watch (its propagation delay is measured).
-    """
-
-    revision: int
-    deleted: bool
-    resource: Resource
-    live: bool = False
-
-
-@dataclass
-class WorkBatch:
-    """Keys enqueued together (a repair, the start-up backlog); done when a
-    worker has handled each of them once."""
-
-    outstanding: set[str]
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    incomplete: bool = False
-
-    def finish(self, key: str, ok: bool) -> None:
-        if key in self.outstanding:
-            self.outstanding.discard(key)
-            if not ok:
-                self.incomplete = True
-            if not self.outstanding:
-                self.done.set()
+    def request(self, reason: str) -> Any: ...
 
 
 def _prerequisite_keys(resource: Resource) -> list[str]:
@@ -94,7 +63,9 @@ def _requested_delay(error: BaseException) -> float | None:
 
 
 class Reconciler:
-    """Desired/applied state, the work queue, the workers and the retry limiter.
+    """The loop that composes a node's parts: events and listings change desired
+    state, workers reconcile each key with the handler, outcomes go to the
+    retry limiters, the failure log, dependency parking and progress.
 
     :param store: durable state.
     :param caller: handler invoker.
@@ -104,23 +75,26 @@ class Reconciler:
     :param workers: concurrent workers.
     :param repair_backoff_base: first gap between repair attempts of a failed key.
     :param repair_backoff_cap: largest such gap.
-    :param request_repair: called with a reason when a repair is needed.
+
+    Set :attr:`repairer` to have an exhausted key start a repair.
     """
 
     def __init__(self, *, store: StateStore, caller: HandlerCaller, retry: RetryPolicy,
                  metrics: NodeMetrics, alerter: Alerter, workers: int,
-                 repair_backoff_base: float, repair_backoff_cap: float,
-                 request_repair: Callable[[str], Any]):
+                 repair_backoff_base: float, repair_backoff_cap: float):
         self.store = store
         self.caller = caller
         self.retry = retry
         self.metrics = metrics
-        self.alerter = alerter
-        self.workers = workers
         self.repair_backoff_base = repair_backoff_base
-        self.repair_backoff_cap = repair_backoff_cap
-        self._request_repair = request_repair
+        self.repairer: RepairRequester | None = None
         self.queue = WorkQueue()
+        self.workers = Workers(self.queue, workers, reconcile=self._reconcile,
+                               on_error=self._retry_after_error, outcome=self._outcome)
+        self.progress = Progress()
+        self.deps = Dependencies(metrics.blocked_keys)
+        self.failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
+        self._meters = ReconcileMeters(metrics)
         self.limiter = RetryLimiter(retry)
         """Failed handler calls per key from the event path."""
         # Per-key repair waits the bound, unjittered: a failed key is one key on
@@ -130,32 +104,13 @@ class Reconciler:
             RetryPolicy(base=repair_backoff_base, cap=repair_backoff_cap, jitter="none"),
             exhaustible=False)
         """Repair attempts per failed key."""
-        self.desired: dict[str, Desired] = {}
-        self.applied: dict[str, tuple[int, Resource]] = {}
-        self.failures: dict[str, FailureRecord] = {}
-        self.cache = NodeCache(self.applied)
-        self.received_revision = 0
-        self.cluster_id: str | None = None
-        self._parked: dict[str, tuple[list[str], int]] = {}
-        self._waiters: dict[str, set[str]] = {}
-        self._dependents: dict[str, set[str]] = {}
-        self._unsettled: dict[str, int] = {}
-        # Keys whose handler call waits for their desired row to be committed
-        # (write-ahead), with the priority they go back to the queue at then.
-        self._awaiting_commit: dict[str, int] = {}
-        self._awaiting_urgent = 0  # of those, keys at live or retry priority
-        self._heap: list[tuple[int, str]] = []
+        self.state = NodeState(store, on_durable=self.queue.add)
+        """The one owner of desired and applied state (read through the aliases below)."""
+        self.desired = self.state.desired
+        self.applied = self.state.applied
+        self.cache = self.state.cache
         self._running: dict[str, float] = {}
-        self._batches: list[WorkBatch] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._kind_counts: dict[str, int] = {}
-        self._event_counters: dict[tuple[str, EventType], Any] = {}
-        self._kind_gauges: dict[str, Any] = {}
-        self._call_metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._progress = asyncio.Event()
-        self._progress_used = False
         self._loop = asyncio.get_running_loop()
-        store.on_desired_committed = self._desired_committed
 
     # ------------------------------------------------------------------ loading
 
@@ -167,34 +122,31 @@ class Reconciler:
             self._load(loaded)
 
     def _load(self, loaded: LoadedState) -> None:
-        self.received_revision = loaded.received_revision
-        self.cluster_id = loaded.cluster_id
+        self.progress.received_revision = loaded.received_revision
+        self.state.cluster_id = loaded.cluster_id
         for key, (rev, deleted, res) in loaded.desired.items():
             self.desired[key] = Desired(rev, deleted, res)
         counts: dict[str, int] = {}
         for key, (rev, res) in loaded.applied.items():
             self.applied[key] = (rev, res)
-            self._index_dependents(key, None, _prerequisite_keys(res))
+            self.deps.index(key, (), _prerequisite_keys(res))
             kind = _kind(key)
             counts[kind] = counts.get(kind, 0) + 1
             if key not in self.desired:  # cannot happen with an intact file; be safe
                 self.desired[key] = Desired(rev, False, res)
         # One gauge update per kind, not per key (labels()/set() cost microseconds).
         for kind, n in counts.items():
-            self._count_kind(kind, n)
-        self.failures.update(loaded.failures)
-        for key, failure in self.failures.items():
+            self._meters.cached(kind, n)
+        self.failures.load(loaded.failures)
+        for key, failure in loaded.failures.items():
             # A failed key is retried by repair one base gap after start-up.
             self.queue.add_rate_limited(key, self.repair_limiter, failure.revision, PRIO_REPAIR)
-        self.metrics.failed_keys.set(len(self.failures))
         self.cache.invalidate()
 
-    def mark_reapply(self, keys: Iterable[str]) -> None:
-        """Force the applied version of ``keys`` to be applied again."""
-        for key in keys:
-            entry = self.applied.get(key)
-            if entry is not None:
-                self.applied[key] = (UNKNOWN_REVISION, entry[1])
+    @property
+    def cluster_id(self) -> str | None:
+        """The registry's cluster id, as last seen."""
+        return self.state.cluster_id
 
     def replay_plan(self) -> tuple[list[Resource], list[Resource]]:
         """What a restarted handler must be handed to rebuild its state: the
@@ -231,23 +183,19 @@ class Reconciler:
             previous = self.applied.get(key)
             if key in errors or (previous is not None and previous[0] == d.revision):
                 continue
-            self.applied[key] = (d.revision, res)
-            self.store.put_applied(key, d.revision, res)
-            self._index_dependents(key, previous[1] if previous else None,
-                                   _prerequisite_keys(res))
+            self.state.set_applied(key, d.revision, res)
+            self._reindex(key, previous, _prerequisite_keys(res))
             if previous is None:
-                self._count_kind(_kind(key), +1)
+                self._meters.cached(_kind(key), +1)
         for res in deletes:
             key = res.key
             if key in errors:
                 continue
-            previous = self.applied.pop(key, None)
-            self.store.delete_applied(key)
+            previous = self.state.drop_applied(key)
             if previous is not None:
-                self._index_dependents(key, previous[1], ())
-                self._count_kind(_kind(key), -1)
-        self.mark_reapply(errors)
-        self.cache.invalidate()
+                self._reindex(key, previous, ())
+                self._meters.cached(_kind(key), -1)
+        self.state.mark_reapply(errors)
 
     def enqueue_backlog(self) -> WorkBatch:
         """Enqueue every key whose desired != applied (after loading state)."""
@@ -256,42 +204,20 @@ class Reconciler:
     # ------------------------------------------------------------------ workers
 
     def start_workers(self) -> None:
-        for i in range(self.workers):
-            self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{i}"))
+        self.workers.start()
 
     async def stop_workers(self) -> None:
-        self.queue.shutdown()
-        await cancel_and_wait(self._tasks)
-        self._tasks.clear()
-        for batch in self._batches:
-            batch.done.set()
+        await self.workers.stop()
 
     def workers_alive(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        return self.workers.alive()
 
-    async def _worker(self) -> None:
-        handled = 0
-        while True:
-            key, prio = await self.queue.pop()
-            try:
-                await self._reconcile(key, prio)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A bug must not lose the key: it is retried by the normal rules.
-                log.exception("reconcile of %s failed unexpectedly; it will be retried",
-                              safe(key))
-                self._retry_after_error(key, exc)
-            finally:
-                self.queue.done(key)
-            if self._batches and self._is_final(key):
-                ok = self._is_settled(key) and key not in self.failures
-                for batch in self._batches:
-                    batch.finish(key, ok)
-                self._batches = [b for b in self._batches if not b.done.is_set()]
-            handled += 1
-            if handled % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+    def _outcome(self, key: str) -> bool | None:
+        """For the batches: ``None`` while ``key`` waits for a key on its way,
+        else whether it converged."""
+        if not self._is_final(key):
+            return None
+        return self.progress.is_settled(key) and key not in self.failures
 
     # ------------------------------------------------------------------ events
 
@@ -299,43 +225,31 @@ class Reconciler:
         """Take one watch event: update desired state and enqueue the key."""
         key = event.key
         deleted = event.type == EventType.DELETE
-        counter = self._event_counters.get((event.resource.kind, event.type))
-        if counter is None:
-            counter = self.metrics.events_received.labels(kind=event.resource.kind,
-                                                          type=event.type.value)
-            self._event_counters[(event.resource.kind, event.type)] = counter
-        counter.inc()
+        self._meters.event(event.resource.kind, event.type)
         if event.resource.kind != NODE_KIND:
             cur = self.desired.get(key)
             if cur is None or cur.revision < event.revision:
                 d = Desired(event.revision, deleted, event.resource, True)
-                self.desired[key] = d
-                self.store.put_desired(key, d.revision, deleted, d.resource, True,
-                                       event.stored_json)
+                self.state.set_desired(key, d, event.stored_json)
                 self._desired_changed(key, d, PRIO_LIVE)
-        if event.revision > self.received_revision:
-            self.received_revision = event.revision
+        if self.progress.receive(event.revision):
             self.store.set_received_revision(event.revision)
-        self._notify_progress()
+        self.progress.notify()
 
     def on_progress(self, revision: int) -> None:
         """Take a watch progress mark: nothing under the schema changed after
         the events received so far, up to ``revision``."""
-        if revision > self.received_revision:
-            self.received_revision = revision
+        if self.progress.receive(revision):
             self.store.set_received_revision(revision)
-            self._notify_progress()
+            self.progress.notify()
 
     def _desired_changed(self, key: str, d: Desired, prio: int) -> None:
         self._desired_changed_quiet(key, d)
         if self._is_settled_applied(key, d):
-            self._settle(key)
-            self._unpark(key)
-            if key in self.failures:
-                self._clear_failure(key)
+            self._converged(key)
             self._wake_waiters(key)
         else:
-            self._mark_unsettled(key, d.revision)
+            self.progress.mark_unsettled(key, d.revision)
             self._enqueue(key, prio)
 
     # ------------------------------------------------------------------ repair
@@ -362,9 +276,7 @@ class Reconciler:
         if rewound and not reset:
             self._forget_future(revision)
         if reset:
-            self.mark_reapply(list(self.applied))
-            for key, (rev, res) in self.applied.items():
-                self.store.put_applied(key, rev, res)
+            self.state.mark_reapply(list(self.applied), durable=True)
             for key in self.limiter.keys() + self.repair_limiter.keys():
                 self.queue.cancel_timer(key)
             for key in list(self.failures):
@@ -376,8 +288,7 @@ class Reconciler:
             if reset or cur is None or cur.revision < r.mod_revision or (
                     rewound and cur.revision != r.mod_revision):
                 d = Desired(r.mod_revision, False, r)
-                self.desired[key] = d
-                self.store.put_desired(key, d.revision, False, r)
+                self.state.set_desired(key, d)
                 self._desired_changed_quiet(key, d)
         for key, cur in list(self.desired.items()):
             if key in listed:
@@ -385,34 +296,29 @@ class Reconciler:
             if cur.deleted:
                 if key not in self.applied and (reset or rewound or cur.revision <= revision):
                     # Deleted everywhere and covered by this listing: forget it.
-                    del self.desired[key]
-                    self.store.delete_desired(key)
-                    self._settle(key)
+                    self.state.drop_desired(key)
+                    self.progress.settle(key)
                     continue
                 if not (rewound and cur.revision > revision):
                     continue
             if reset or rewound or cur.revision <= revision:
                 d = Desired(revision, True, cur.resource)
-                self.desired[key] = d
-                self.store.put_desired(key, d.revision, True, d.resource)
+                self.state.set_desired(key, d)
                 self._desired_changed_quiet(key, d)
-        if reset or rewound or revision > self.received_revision:
-            self.received_revision = revision
+        if reset or rewound or revision > self.progress.received_revision:
+            self.progress.received_revision = revision
             self.store.set_received_revision(revision)
-        self._notify_progress()
+        self.progress.notify()
         return self._enqueue_unsettled(list(self.desired), manual=manual, prio=PRIO_REPAIR)
 
     def _forget_future(self, revision: int) -> None:
         """Drop what the node knows from beyond ``revision`` of a rewound registry."""
-        for key, (rev, res) in list(self.applied.items()):
-            if rev > revision:
-                self.applied[key] = (UNKNOWN_REVISION, res)
-                self.store.put_applied(key, UNKNOWN_REVISION, res)
-        for key in [k for k, f in self.failures.items() if f.revision > revision]:
+        self.state.mark_reapply([k for k, (rev, _) in self.applied.items() if rev > revision],
+                                durable=True)
+        for key in self.failures.above(revision):
             self._clear_failure(key)
         for key in self.limiter.forget_above(revision):
             self.queue.cancel_timer(key)
-        self.cache.invalidate()
 
     def _desired_changed_quiet(self, key: str, d: Desired) -> None:
         """Forget attempts and repair backoff that belong to an older version."""
@@ -433,15 +339,15 @@ class Reconciler:
             if d is None:
                 continue
             if self._is_settled_applied(key, d):
-                self._settle(key)
-                self._unpark(key)
+                self.progress.settle(key)
+                self.deps.unpark(key)
                 if key in self.failures:
                     self._clear_failure(key)
                 continue
-            self._mark_unsettled(key, d.revision)
+            self.progress.mark_unsettled(key, d.revision)
             failure = self.failures.get(key)
             if failure is not None and failure.revision == d.revision:
-                self._settle(key)  # recorded as failed: settled until it changes
+                self.progress.settle(key)  # recorded as failed: settled until it changes
                 if manual:
                     self.queue.cancel_timer(key)  # a manual repair tries it at once
                 elif self.queue.is_held(key):
@@ -451,13 +357,9 @@ class Reconciler:
             (deletes if d.deleted else puts).append(key)
         puts.sort(key=lambda k: (level(_kind(k)), k))
         deletes.sort(key=lambda k: (-level(_kind(k)), k))
-        batch = WorkBatch(set(puts) | set(deletes))
+        batch = self.workers.track(puts + deletes)
         for key in puts + deletes:
             self._enqueue(key, prio)
-        if batch.outstanding:
-            self._batches.append(batch)
-        else:
-            batch.done.set()
         return batch
 
     # ------------------------------------------------------------------ reconcile
@@ -467,26 +369,22 @@ class Reconciler:
         if d is None:
             return
         if self._is_settled_applied(key, d):
-            self._settle(key)
-            self._unpark(key)
-            if key in self.failures:
-                self._clear_failure(key)
+            self._converged(key)
             return
-        failure = self.failures.get(key)
-        failed = failure is not None and failure.revision == d.revision
+        failed = self.failures.failed_at(key, d.revision)
         # Computed once: the blockers check and the dependents index both need them.
         prerequisites = [] if d.deleted else _prerequisite_keys(d.resource)
         blockers = self._blockers(key, d, prerequisites)
         if blockers:
-            self._park(key, blockers, prio)
+            self.deps.park(key, blockers, prio)
             return
-        self._unpark(key)
+        self.deps.unpark(key)
 
         revision = d.revision
-        if self.caller.active and not self.store.desired_durable(key, revision):
+        if self.caller.active and not self.state.durable(key):
             # Write-ahead: the handler sees no version before its desired row
             # is durable; the commit puts the key back in the queue.
-            self._await_commit(key, prio)
+            self.state.hold_for_commit(key, prio)
             return
         applied = self.applied.get(key)
         op = "delete" if d.deleted else "apply"
@@ -509,7 +407,7 @@ class Reconciler:
         finally:
             self._running.pop(key, None)
         if self.caller.active:
-            self._count_call(kind, op, outcome, time.perf_counter() - started)
+            self._meters.call(kind, op, outcome, time.perf_counter() - started)
         if error is None:
             self._on_success(key, d, op, resource, prerequisites)
         elif failed:
@@ -524,107 +422,67 @@ class Reconciler:
         if d is None:
             return
         try:
-            failure = self.failures.get(key)
-            if failure is not None and failure.revision == d.revision:
+            if self.failures.failed_at(key, d.revision):
                 self._on_repair_failure(key, exc, "error")
             else:
                 self._on_failure(key, _kind(key), d.revision, exc, "error")
         except Exception:
             log.exception("recording the failure of %s failed too; retrying it in %.1fs",
                           safe(key), self.repair_backoff_base)
-            self._mark_unsettled(key, d.revision)
+            self.progress.mark_unsettled(key, d.revision)
             self.queue.hold(key, self.repair_backoff_base, PRIO_RETRY)
 
     def _enqueue(self, key: str, prio: int) -> None:
         """Queue ``key`` for a worker -- once its desired row is durable, when a
-        handler is called (write-ahead; until then it waits, see
-        :meth:`_desired_committed`)."""
-        d = self.desired.get(key)
-        if self.caller.active and d is not None and not self.store.desired_durable(
-                key, d.revision):
-            self._await_commit(key, prio)
+        handler is called (write-ahead; until then :attr:`state` holds it)."""
+        if self.caller.active and not self.state.durable(key):
+            self.state.hold_for_commit(key, prio)
         else:
-            self.queue.add(key, prio)
-
-    def _await_commit(self, key: str, prio: int) -> None:
-        old = self._awaiting_commit.get(key)
-        if old is not None:
-            prio = min(prio, old)
-            self._awaiting_urgent -= old <= PRIO_RETRY
-        self._awaiting_commit[key] = prio
-        self._awaiting_urgent += prio <= PRIO_RETRY
-        self.store.request_commit()
-
-    def _desired_committed(self, keys: Iterable[str]) -> None:
-        awaiting = self._awaiting_commit
-        if not awaiting:
-            return
-        released: list[tuple[int, int, str]] = []
-        desired = self.desired
-        durable = self.store.desired_durable
-        for key in keys:
-            prio = awaiting.get(key)
-            if prio is None:
-                continue
-            d = desired.get(key)
-            if d is None or durable(key, d.revision):
-                del awaiting[key]
-                self._awaiting_urgent -= prio <= PRIO_RETRY
-                lvl = level(_kind(key))
-                released.append((prio, -lvl if d is not None and d.deleted else lvl, key))
-        # Most urgent first; prerequisites before what needs them, dependents
-        # before the deletes they block (as a repair queues them).
-        released.sort()
-        for prio, _, key in released:
             self.queue.add(key, prio)
 
     @property
     def urgent(self) -> int:
         """Keys waiting at live or retry priority, in the queue or for a commit."""
-        return self.queue.urgent + self._awaiting_urgent
+        return self.queue.urgent + self.state.awaiting_urgent
 
     async def wait_urgent_below(self, limit: int) -> None:
         """Return once fewer than ``limit`` keys count as :attr:`urgent`."""
         await self.queue.wait_for(lambda: self.urgent < limit)
 
-    def _count_call(self, kind: str, op: str, outcome: str, seconds: float) -> None:
-        # labels() hashes and locks on every call: keep the children per label set.
-        children = self._call_metrics.get((kind, op, outcome))
-        if children is None:
-            children = (self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome),
-                        self.metrics.handler_duration.labels(kind=kind, op=op))
-            self._call_metrics[(kind, op, outcome)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+    async def capacity(self, limit: int) -> None:
+        """Return once another event can be taken: fewer than ``limit`` keys count
+        as :attr:`urgent` and the state store takes writes (backpressure: slow
+        handlers or a slow disk slow the watch instead of growing a buffer)."""
+        if self.urgent >= limit:
+            await self.wait_urgent_below(limit)
+        if self.store.pending > MAX_PENDING_WRITES:
+            await self.store.wait_writable()
 
     def _on_success(self, key: str, d: Desired, op: str, resource: Resource,
                     prerequisites: list[str]) -> None:
         previous = self.applied.get(key)
         if op == "apply":
-            self.applied[key] = (d.revision, resource)
-            self.store.put_applied(key, d.revision, resource)
-            self._index_dependents(key, previous[1] if previous else None, prerequisites)
+            self.state.set_applied(key, d.revision, resource)
+            self._reindex(key, previous, prerequisites)
             if previous is None:
-                self._count_kind(_kind(key), +1)
+                self._meters.cached(_kind(key), +1)
             if d.live and resource.metadata.updated_at is not None:
                 delay = (datetime.now(UTC) - resource.metadata.updated_at).total_seconds()
                 self.metrics.propagation.observe(max(0.0, delay))
         else:
             if previous is not None:
-                del self.applied[key]
-                self.store.delete_applied(key)
-                self._index_dependents(key, previous[1], ())
-                self._count_kind(_kind(key), -1)
-        self.cache.invalidate()
+                self.state.drop_applied(key)
+                self._reindex(key, previous, ())
+                self._meters.cached(_kind(key), -1)
         self.limiter.forget(key)
         self.repair_limiter.forget(key)
         current = self.desired.get(key)
         if current is d or (current is not None and self._is_settled_applied(key, current)):
-            self._settle(key)
+            self.progress.settle(key)
         elif current is not None:
             # Desired changed while the call ran and may have looked settled then
             # (a delete arriving during the first apply): make sure it is done.
-            self._mark_unsettled(key, current.revision)
+            self.progress.mark_unsettled(key, current.revision)
             self.queue.add(key, PRIO_LIVE if current.live else PRIO_REPAIR)
         if key in self.failures and (current is d or current is None
                                      or self._is_settled_applied(key, current)):
@@ -647,23 +505,15 @@ class Reconciler:
                                                 delay=_requested_delay(error))
         count = self.limiter.attempts(key)
         if delay is None:
-            now_wall = time.time()
-            record = FailureRecord(key, revision, count,
-                                   self.limiter.first_failed(key) or now_wall, now_wall, text)
+            self.failures.exhausted(key, kind, revision, attempts=count,
+                                    first_failed=self.limiter.first_failed(key) or time.time(),
+                                    error=text, permanent=outcome == "permanent")
             self.limiter.forget(key)
-            self.failures[key] = record
-            self.store.put_failure(record)
-            self.metrics.retries_exhausted.labels(kind=kind).inc()
-            self.metrics.failed_keys.set(len(self.failures))
             self.repair_limiter.forget(key)
             self.queue.add_rate_limited(key, self.repair_limiter, revision, PRIO_REPAIR)
-            self._settle(key)
-            why = "permanent error" if outcome == "permanent" else f"{count} attempts"
-            log.warning("%s revision %d failed (%s): %s", safe(key), revision, why, text)
-            self.alerter.fire(ALERT_EXHAUSTED, key=key,
-                              summary=f"{key} revision {revision} failed after {why}",
-                              error=text)
-            self._request_repair("exhausted")
+            self.progress.settle(key)
+            if self.repairer is not None:
+                self.repairer.request("exhausted")
             # Keys parked behind this one are final for now: let their batches see it.
             self._wake_waiters(key)
             return
@@ -672,11 +522,7 @@ class Reconciler:
                  count, text, delay)
 
     def _on_repair_failure(self, key: str, error: BaseException, outcome: str) -> None:
-        record = self.failures[key]
-        record.attempts += 1
-        record.last_failed = time.time()
-        record.last_error = error_text(error)
-        self.store.put_failure(record)
+        record = self.failures.repair_failed(key, error_text(error))
         gap = self.queue.add_rate_limited(key, self.repair_limiter, record.revision, PRIO_REPAIR,
                                           delay=_requested_delay(error))
         # The limiter's first count is the wait that followed exhaustion.
@@ -684,18 +530,18 @@ class Reconciler:
         log.info("%s still failing after repair attempt %d (%s); next in %.1fs", safe(key), n,
                  record.last_error, gap)
         self._wake_waiters(key)
-        self.alerter.fire(ALERT_EXHAUSTED, key=key,
-                          summary=f"{key} revision {record.revision} still failing "
-                                  f"after {record.attempts} attempts",
-                          error=record.last_error)
 
     def _clear_failure(self, key: str) -> None:
-        if self.failures.pop(key, None) is not None:
-            self.store.delete_failure(key)
-            self.metrics.failed_keys.set(len(self.failures))
-            self.alerter.resolve(ALERT_EXHAUSTED, key=key)
-            log.info("%s converged; failure record cleared", safe(key))
+        self.failures.clear(key)
         self.repair_limiter.forget(key)
+
+    def _converged(self, key: str) -> None:
+        """``key``'s applied state matches its desired state: settled, waiting for
+        nothing, not failed."""
+        self.progress.settle(key)
+        self.deps.unpark(key)
+        if key in self.failures:
+            self._clear_failure(key)
 
     # ------------------------------------------------------------------ dependencies
 
@@ -708,18 +554,18 @@ class Reconciler:
         """What ``key`` waits for: applied dependents before a delete, the
         ``prerequisites`` (keys ``d.resource`` references) before an apply."""
         if d.deleted:
-            return sorted(k for k in self._dependents.get(key, ()) if k in self.applied)
+            return sorted(k for k in self.deps.dependents(key) if k in self.applied)
         return [ref for ref in prerequisites if not self._prerequisite_ready(ref)]
 
     def _is_final(self, key: str) -> bool:
         """Whether a worker is done with ``key`` for now: not parked behind a
         prerequisite that is still on its way (one that failed or is gone is final)."""
-        entry = self._parked.get(key)
-        if key in self._awaiting_commit:
+        blockers = self.deps.blockers(key)
+        if self.state.awaits_commit(key):
             return False
-        if entry is None or self.queue.is_dirty(key):
-            return entry is None
-        for b in entry[0]:
+        if blockers is None or self.queue.is_dirty(key):
+            return blockers is None
+        for b in blockers:
             if self.queue.is_dirty(b) or self.queue.is_processing(b):
                 continue  # on its way
             d = self.desired.get(b)
@@ -727,102 +573,48 @@ class Reconciler:
                 return True
         return False
 
-    def _park(self, key: str, blockers: list[str], prio: int) -> None:
-        self._unpark(key)
-        self._parked[key] = (blockers, prio)
-        for b in blockers:
-            self._waiters.setdefault(b, set()).add(key)
-        self.metrics.blocked_keys.set(len(self._parked))
-
-    def _unpark(self, key: str) -> None:
-        entry = self._parked.pop(key, None)
-        if entry is None:
-            return
-        for b in entry[0]:
-            waiting = self._waiters.get(b)
-            if waiting is not None:
-                waiting.discard(key)
-                if not waiting:
-                    del self._waiters[b]
-        self.metrics.blocked_keys.set(len(self._parked))
-
     def _wake_waiters(self, key: str) -> None:
-        for waiter in list(self._waiters.get(key, ())):
-            entry = self._parked.get(waiter)
-            self.queue.add(waiter, entry[1] if entry else PRIO_LIVE)
+        for waiter, prio in self.deps.waiters(key):
+            self.queue.add(waiter, prio)
 
-    def _index_dependents(self, key: str, old: Resource | None,
-                          new_prerequisites: Iterable[str]) -> None:
-        """Move ``key`` in the dependents index from what ``old`` (its previous
-        applied version, if any) references to ``new_prerequisites``."""
-        if old is not None:
-            for ref in _prerequisite_keys(old):
-                deps = self._dependents.get(ref)
-                if deps is not None:
-                    deps.discard(key)
-                    if not deps:
-                        del self._dependents[ref]
-        for ref in new_prerequisites:
-            self._dependents.setdefault(ref, set()).add(key)
+    def _reindex(self, key: str, previous: tuple[int, Resource] | None,
+                 new_prerequisites: Iterable[str]) -> None:
+        """Move ``key`` in the dependents index from what its ``previous`` applied
+        version referenced to ``new_prerequisites``."""
+        old = _prerequisite_keys(previous[1]) if previous is not None else ()
+        self.deps.index(key, old, new_prerequisites)
 
-    # ------------------------------------------------------------------ settledness
+    # ------------------------------------------------------------------ progress
 
     def _is_settled_applied(self, key: str, d: Desired) -> bool:
-        a = self.applied.get(key)
-        if d.deleted:
-            return a is None
-        return a is not None and a[0] == d.revision
-
-    def _is_settled(self, key: str) -> bool:
-        return key not in self._unsettled
-
-    def _mark_unsettled(self, key: str, revision: int) -> None:
-        if self._unsettled.get(key) != revision:
-            self._unsettled[key] = revision
-            heapq.heappush(self._heap, (revision, key))
-
-    def _settle(self, key: str) -> None:
-        if self._unsettled.pop(key, None) is not None:
-            self._notify_progress()
+        return self.state.is_settled(key, d)
 
     @property
-    def applied_revision(self) -> int:
-        """Highest R such that every event up to R is settled."""
-        heap = self._heap
-        unsettled = self._unsettled
-        while heap and unsettled.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        if not heap:
-            return self.received_revision
-        return min(self.received_revision, heap[0][0] - 1)
+    def received_revision(self) -> int:
+        """Every event up to it was received."""
+        return self.progress.received_revision
+
+    @property
+    def settled_revision(self) -> int:
+        """Highest R such that every event up to R is settled (applied, deleted or
+        recorded as failed)."""
+        return self.progress.settled_revision
+
+    applied_revision = settled_revision
+    """Former name of :attr:`settled_revision`."""
 
     def progress_event(self) -> asyncio.Event:
         """An event set at the next change of desired or applied state (take it
         before checking the condition you wait for)."""
-        self._progress_used = True
-        return self._progress
-
-    def _notify_progress(self) -> None:
-        if self._progress_used:
-            event, self._progress = self._progress, asyncio.Event()
-            self._progress_used = False
-            event.set()
+        return self.progress.changed()
 
     # ------------------------------------------------------------------ introspection
 
-    def _count_kind(self, kind: str, delta: int) -> None:
-        n = self._kind_counts.get(kind, 0) + delta
-        self._kind_counts[kind] = n
-        gauge = self._kind_gauges.get(kind)
-        if gauge is None:
-            gauge = self._kind_gauges[kind] = self.metrics.cache_entries.labels(kind=kind)
-        gauge.set(n)
-
     def blocked(self) -> list[dict[str, Any]]:
-        return [{"key": k, "blocked_by": list(v[0])} for k, v in sorted(self._parked.items())]
+        return self.deps.blocked()
 
     def failure_list(self) -> list[dict[str, Any]]:
-        return [self.failures[k].to_dict() for k in sorted(self.failures)]
+        return self.failures.to_list()
 
     def longest_running(self) -> float:
         if not self._running:
@@ -832,4 +624,4 @@ class Reconciler:
     @property
     def pending(self) -> int:
         """Keys not settled yet."""
-        return len(self._unsettled)
+        return self.progress.pending

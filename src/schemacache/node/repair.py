@@ -210,7 +210,7 @@ class Repairer:
                     delay, self.request, reason)
             return
         self._fail_streak = 0
-        reset = reason == "reset" or (rec.cluster_id is not None and rec.cluster_id != cluster_id)
+        reset = reason == "reset" or self._cluster_changed(cluster_id)
         if reset and reason != "reset":
             log.warning("registry cluster id changed (%s -> %s): treating as a reset",
                         rec.cluster_id, cluster_id)
@@ -224,9 +224,7 @@ class Repairer:
                                              manual=reason == "manual", rewound=rewound)
             del resources
             freeze_long_lived()
-        if rec.cluster_id != cluster_id:
-            rec.cluster_id = cluster_id
-            rec.store.set_cluster_id(cluster_id)
+        self._adopt_cluster_id(cluster_id)
         self.alerter.resolve(ALERT_REPAIR_FAILING)
         if not run.listed.done():
             run.listed.set_result(revision)
@@ -239,6 +237,25 @@ class Repairer:
             self.rewinds += 1
             self.alerter.resolve(ALERT_REWOUND)
         self._finish(run, outcome, started, revision, enqueued, None)
+
+    async def check_registry(self) -> str | None:
+        """Compare the registry's identity with what the node knows: ``"reset"``
+        when its cluster id changed (it was recreated), else ``None``.  A first
+        cluster id is adopted."""
+        cluster_id = await self.registry.cluster_id()
+        if self._cluster_changed(cluster_id):
+            log.warning("registry cluster id changed (%s -> %s): the registry was reset; "
+                        "repairing from a full listing", self.reconciler.cluster_id, cluster_id)
+            return "reset"
+        self._adopt_cluster_id(cluster_id)
+        return None
+
+    def _cluster_changed(self, cluster_id: str) -> bool:
+        known = self.reconciler.cluster_id
+        return known is not None and known != cluster_id
+
+    def _adopt_cluster_id(self, cluster_id: str) -> None:
+        self.reconciler.state.set_cluster_id(cluster_id)
 
     def note_rewound(self, registry_revision: int, seen: int) -> None:
         """Fire ``SchemaRegistryRewound``: the registry is at ``registry_revision``,

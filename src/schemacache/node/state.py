@@ -29,7 +29,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from .._gc import gc_paused
 from .._sqlite import enable_wal
 from ..model import Resource
 from .dirlock import DirLock
+from .failures import FailureRecord
 
 log = logging.getLogger(__name__)
 
@@ -76,45 +76,10 @@ class StateError(Exception):
     """The state file is unreadable or belongs to something else."""
 
 
-@dataclass
-class FailureRecord:
-    """A key whose handler calls for one revision were exhausted.
-
-    :param key: the key.
-    :param revision: the revision (desired version) that failed.
-    :param attempts: handler calls spent on it (event path and repair).
-    :param first_failed: Unix time of the first failed call.
-    :param last_failed: Unix time of the last failed call.
-    :param last_error: text of the last error.
-    """
-
-    key: str
-    revision: int
-    attempts: int
-    first_failed: float
-    last_failed: float
-    last_error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "revision": self.revision,
-            "attempts": self.attempts,
-            "first_failed": _iso(self.first_failed),
-            "last_failed": _iso(self.last_failed),
-            "last_error": self.last_error,
-        }
-
-
 def _decode(text: str) -> Any:
     # pydantic-core's parser is about twice as fast as json.loads on resources,
     # and caching the repeated strings (field names, kinds) saves memory too.
     return pydantic_core.from_json(text, cache_strings="all")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 @dataclass

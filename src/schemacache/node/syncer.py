@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from .._gc import BurstPause
 from ..backoff import compute_backoff
 from ..errors import CompactedError, RegistryRewoundError, RegistryUnavailableError
+from ..model import Event
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry, WatchProgress
-from .reconciler import Reconciler
 from .repair import Repairer, RepairRun
-from .state import MAX_PENDING_WRITES
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,43 @@ MAX_PENDING_KEYS = 10_000
 (backpressure: slow handlers slow the watch instead of growing a buffer)."""
 
 
+class EventSink(Protocol):
+    """What the watch loop feeds (the reconciler)."""
+
+    @property
+    def received_revision(self) -> int:
+        """Every event up to it was taken: the watch resumes after it."""
+        ...
+
+    @property
+    def urgent(self) -> int:
+        """Keys waiting to be handled (how far behind the handler is)."""
+        ...
+
+    def on_event(self, event: Event) -> None: ...
+
+    def on_progress(self, revision: int) -> None: ...
+
+    async def capacity(self, limit: int) -> None:
+        """Return once another event can be taken (backpressure)."""
+
+    async def wait_urgent_below(self, limit: int) -> None: ...
+
+
 class Syncer:
     """Runs the watch loop of one node.
 
     :param registry: the registry to watch.
     :param reconciler: where events go.
-    :param repairer: runs the listings the loop needs.
+    :param repairer: checks the registry's identity and runs the listings the
+        loop needs.
     :param metrics: node metrics.
     :param reconnect_base: first reconnect delay bound (default :data:`RECONNECT_BASE`).
     :param reconnect_cap: largest reconnect delay bound (default :data:`RECONNECT_CAP`).
     :param max_pending_keys: backpressure threshold (default :data:`MAX_PENDING_KEYS`).
     """
 
-    def __init__(self, registry: Registry, reconciler: Reconciler, repairer: Repairer,
+    def __init__(self, registry: Registry, reconciler: EventSink, repairer: Repairer,
                  metrics: NodeMetrics, *, reconnect_base: float = RECONNECT_BASE,
                  reconnect_cap: float = RECONNECT_CAP,
                  max_pending_keys: int = MAX_PENDING_KEYS):
@@ -108,16 +132,10 @@ class Syncer:
             try:
                 if not checked or self._recheck:
                     self._recheck = False
-                    cluster_id = await self.registry.cluster_id()
-                    if rec.cluster_id is not None and cluster_id != rec.cluster_id:
-                        log.warning("registry cluster id changed (%s -> %s): the registry was "
-                                    "reset; repairing from a full listing", rec.cluster_id,
-                                    cluster_id)
-                        self.metrics.watch_restarts.labels(reason="reset").inc()
-                        reason = "reset"
-                    elif rec.cluster_id is None:
-                        rec.cluster_id = cluster_id
-                        rec.store.set_cluster_id(cluster_id)
+                    found = await self.repairer.check_registry()
+                    if found is not None:
+                        self.metrics.watch_restarts.labels(reason=found).inc()
+                        reason = found
                     checked = True
                 if reason is not None:
                     run = self.repairer.request(reason)
@@ -213,8 +231,6 @@ class Syncer:
 
     async def _watch(self, start: int) -> None:
         rec = self.reconciler
-        queue = rec.queue
-        store = rec.store
         limit = self.max_pending_keys
         burst = BurstPause()
         ender: asyncio.Task[None] | None = None
@@ -228,13 +244,10 @@ class Syncer:
                 # taken without yielding, so neither a state flush nor a status
                 # answer ever sees a revision received in part.
                 if event.revision > rec.received_revision:
-                    if rec.urgent >= limit:
-                        await rec.wait_urgent_below(limit)
-                    if store.pending > MAX_PENDING_WRITES:
-                        await store.wait_writable()
+                    await rec.capacity(limit)
                 rec.on_event(event)
                 self._events += 1
-                if not burst.active and queue.urgent >= BURST_KEYS:
+                if not burst.active and rec.urgent >= BURST_KEYS:
                     # A backlog: catch up with the collector off (see BurstPause).
                     burst.start()
                     ender = asyncio.create_task(self._end_burst(burst), name="burst-end")
@@ -247,12 +260,12 @@ class Syncer:
         """End ``burst`` once the backlog drained and no event came for
         :data:`BURST_QUIET` seconds, or its time ran out (when cancelled, the
         watch ends it without collecting)."""
-        queue = self.reconciler.queue
+        rec = self.reconciler
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(burst.max_seconds):
                 seen = -1
                 while seen != self._events:
-                    await queue.wait_urgent_below(1)
+                    await rec.wait_urgent_below(1)
                     seen = self._events
                     # A registry hands a backlog over in batches: the queue
                     # drains between two of them without the catch-up being over.

@@ -1,0 +1,50 @@
+"""The reconciler's metric children, kept per label set: ``labels()`` hashes and
+locks on every call, too slow for once per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import EventType
+from ..observe.metrics import NodeMetrics
+
+
+class ReconcileMeters:
+    """Counters of events and handler calls, and cached resources per kind.
+
+    :param metrics: the node's metrics.
+    """
+
+    def __init__(self, metrics: NodeMetrics):
+        self.metrics = metrics
+        self._events: dict[tuple[str, EventType], Any] = {}
+        self._calls: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._kind_gauges: dict[str, Any] = {}
+        self._kind_counts: dict[str, int] = {}
+
+    def event(self, kind: str, type_: EventType) -> None:
+        """Count one watch event."""
+        counter = self._events.get((kind, type_))
+        if counter is None:
+            counter = self._events[(kind, type_)] = self.metrics.events_received.labels(
+                kind=kind, type=type_.value)
+        counter.inc()
+
+    def call(self, kind: str, op: str, outcome: str, seconds: float) -> None:
+        """Count one handler call and its duration."""
+        children = self._calls.get((kind, op, outcome))
+        if children is None:
+            children = (self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome),
+                        self.metrics.handler_duration.labels(kind=kind, op=op))
+            self._calls[(kind, op, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def cached(self, kind: str, delta: int) -> None:
+        """``delta`` more applied resources of ``kind``."""
+        n = self._kind_counts.get(kind, 0) + delta
+        self._kind_counts[kind] = n
+        gauge = self._kind_gauges.get(kind)
+        if gauge is None:
+            gauge = self._kind_gauges[kind] = self.metrics.cache_entries.labels(kind=kind)
+        gauge.set(n)

@@ -1,0 +1,160 @@
+"""One owner of a node's state: desired and applied versions per key and the
+registry's cluster id.
+
+Every change goes through :class:`NodeState` and, in the same call, updates
+memory, buffers the durable write in the :class:`StateStore` and invalidates
+the cache digest.  It also owns the write-ahead rule: a handler never sees a
+version before that version's desired row is committed, so a restarted node
+never hands a handler an older version than one it was handed before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..kinds import level
+from ..model import Resource
+from .cache import NodeCache
+from .queue import PRIO_RETRY
+from .state import StateStore
+
+UNKNOWN_REVISION = -1
+"""Applied revision of a resource whose version must be applied again (after a
+registry reset, or when re-applying it at start-up failed)."""
+
+
+@dataclass(slots=True)
+class Desired:
+    """The newest version of a key the node knows of.
+
+    :param revision: the version's revision (the delete revision for a tombstone).
+    :param deleted: a tombstone: the key is deleted at ``revision``.
+    :param resource: the version (for a tombstone, the last version known).
+    :param live: received from the watch (its propagation delay is measured).
+    """
+
+    revision: int
+    deleted: bool
+    resource: Resource
+    live: bool = False
+
+
+class NodeState:
+    """Desired and applied state, written through to ``store``.
+
+    :param store: durable state.
+    :param on_durable: called with a key and its priority when a key held back
+        by the write-ahead rule may go to a worker (see :meth:`admit`).
+    """
+
+    def __init__(self, store: StateStore, *, on_durable: Callable[[str, int], None]):
+        self.store = store
+        self.desired: dict[str, Desired] = {}
+        self.applied: dict[str, tuple[int, Resource]] = {}
+        self.cache = NodeCache(self.applied)
+        self.cluster_id: str | None = None
+        self._on_durable = on_durable
+        # Keys whose handler call waits for their desired row to be committed,
+        # with the priority they go back to the queue at then.
+        self._awaiting: dict[str, int] = {}
+        self.awaiting_urgent = 0
+        """Of those, keys at live or retry priority."""
+        store.on_desired_committed = self._committed
+
+    # --- desired ---------------------------------------------------------------
+
+    def set_desired(self, key: str, d: Desired, stored_json: str | None = None) -> None:
+        """``d`` is the newest version of ``key`` (``stored_json``: its registry
+        text, if at hand)."""
+        self.desired[key] = d
+        self.store.put_desired(key, d.revision, d.deleted, d.resource, d.live, stored_json)
+
+    def drop_desired(self, key: str) -> None:
+        """Forget ``key`` (deleted everywhere)."""
+        del self.desired[key]
+        self.store.delete_desired(key)
+
+    # --- applied ---------------------------------------------------------------
+
+    def set_applied(self, key: str, revision: int,
+                    resource: Resource) -> tuple[int, Resource] | None:
+        """The handler holds ``resource`` at ``revision``; the previous entry."""
+        previous = self.applied.get(key)
+        self.applied[key] = (revision, resource)
+        self.store.put_applied(key, revision, resource)
+        self.cache.invalidate()
+        return previous
+
+    def drop_applied(self, key: str) -> tuple[int, Resource] | None:
+        """The handler deleted ``key``; the previous entry."""
+        previous = self.applied.pop(key, None)
+        self.store.delete_applied(key)
+        self.cache.invalidate()
+        return previous
+
+    def mark_reapply(self, keys: Iterable[str], *, durable: bool = False) -> None:
+        """Force the applied version of ``keys`` to be applied again (``durable``:
+        also on disk, default ``False``)."""
+        for key in keys:
+            entry = self.applied.get(key)
+            if entry is not None:
+                self.applied[key] = (UNKNOWN_REVISION, entry[1])
+                if durable:
+                    self.store.put_applied(key, UNKNOWN_REVISION, entry[1])
+        self.cache.invalidate()
+
+    def is_settled(self, key: str, d: Desired) -> bool:
+        """Whether the applied state of ``key`` matches ``d``."""
+        a = self.applied.get(key)
+        if d.deleted:
+            return a is None
+        return a is not None and a[0] == d.revision
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        if self.cluster_id != cluster_id:
+            self.cluster_id = cluster_id
+            self.store.set_cluster_id(cluster_id)
+
+    # --- write-ahead -------------------------------------------------------------
+
+    def durable(self, key: str) -> bool:
+        """Whether ``key``'s desired version is committed (or it has none)."""
+        d = self.desired.get(key)
+        return d is None or self.store.desired_durable(key, d.revision)
+
+    def hold_for_commit(self, key: str, prio: int) -> None:
+        """Keep ``key`` from the workers until its desired row is committed, then
+        hand it to ``on_durable`` at ``prio`` (the most urgent one asked for)."""
+        old = self._awaiting.get(key)
+        if old is not None:
+            prio = min(prio, old)
+            self.awaiting_urgent -= old <= PRIO_RETRY
+        self._awaiting[key] = prio
+        self.awaiting_urgent += prio <= PRIO_RETRY
+        self.store.request_commit()
+
+    def awaits_commit(self, key: str) -> bool:
+        return key in self._awaiting
+
+    def _committed(self, keys: Iterable[str]) -> None:
+        awaiting = self._awaiting
+        if not awaiting:
+            return
+        released: list[tuple[int, int, str]] = []
+        durable = self.store.desired_durable
+        for key in keys:
+            prio = awaiting.get(key)
+            if prio is None:
+                continue
+            d = self.desired.get(key)
+            if d is None or durable(key, d.revision):
+                del awaiting[key]
+                self.awaiting_urgent -= prio <= PRIO_RETRY
+                lvl = level(key.split("/", 1)[0])
+                released.append((prio, -lvl if d is not None and d.deleted else lvl, key))
+        # Most urgent first; prerequisites before what needs them, dependents
+        # before the deletes they block (as a repair queues them).
+        released.sort()
+        for prio, _, key in released:
+            self._on_durable(key, prio)
