@@ -39,6 +39,7 @@ from pydantic.alias_generators import to_camel
 from . import kinds
 from .errors import ValidationError
 from .model import GROUP_KIND, Resource
+from .validation import from_pydantic
 
 FOLDERS: dict[str, str] = {
     "group": "groups",
@@ -254,7 +255,7 @@ def _metadata(meta: Any, grouped: bool) -> dict[str, Any]:
         parsed = kinds.ProtoMetadata.model_validate(
             read_message(meta, kinds.ProtoMetadata, "metadata"))
     except pydantic.ValidationError as exc:
-        raise kinds.from_pydantic(exc, prefix="metadata") from None
+        raise from_pydantic(exc, prefix="metadata") from None
     if not parsed.name:
         raise ValidationError("field required", field="metadata.name")
     if not grouped and parsed.group:
@@ -308,7 +309,7 @@ def read_message(data: Any, model: type[BaseModel], path: str = "") -> Any:
     Field names in lowerCamelCase become snake_case, ``null`` means absent (but
     sets a one-of member, as for ``TagValue.null``), a field given under both
     names is refused, and a field left out means the proto's zero value where
-    schemacache's default differs (:attr:`~schemacache.kinds._Strict.PROTO_ZEROS`).
+    schemacache's default differs (:attr:`~schemacache.spec_types.ProtoMessage.PROTO_ZEROS`).
     Unknown fields are kept for the model to refuse with their path.
 
     :param path: the message's field path in the document, for errors.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import pydantic
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +27,8 @@ from pydantic import (
 )
 
 from .errors import ValidationError
+from .kinds import validate_spec
+from .validation import from_pydantic
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$"
 NAME_RE = re.compile(NAME_PATTERN)
@@ -68,18 +71,12 @@ class Resource(BaseModel):
 
     @model_validator(mode="after")
     def _validate_kind_and_spec(self) -> Resource:
-        from . import kinds  # the kinds module imports this one
-
-        self.spec = kinds.validate_spec(self.kind, self.metadata, self.spec)
+        self.spec = validate_spec(self.kind, self.metadata, self.spec)
         return self
 
     @classmethod
     def parse(cls, data: Any) -> Resource:
         """Validate a manifest document; raises :class:`ValidationError` naming the field."""
-        import pydantic
-
-        from .kinds import from_pydantic
-
         if not isinstance(data, dict):
             raise ValidationError(f"expected a mapping, got {type(data).__name__}")
         try:
