@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -33,6 +32,7 @@ from .client import DEFAULT_SERVER, ClientError, RegistryClient
 from .errors import SchemaCacheError, ValidationError
 from .model import GROUP_KIND, Resource, make_key
 from .node import config as node_config
+from .views import age, render_status
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -334,7 +334,7 @@ def demo(
                                                        "(default: a temporary directory)")] = None,
 ) -> None:
     """Scripted fault scenario on 3 nodes; exits 0 when every node converged."""
-    from .cluster import run_demo
+    from .demo import run_demo
 
     raise typer.Exit(_run(run_demo(data_dir=data_dir)))
 
@@ -546,26 +546,8 @@ def _print_resources(docs: list[dict[str, Any]], output: Output, single: bool,
         for d in docs:
             meta = d.get("metadata", {})
             table.add_row(d.get("kind", ""), meta.get("group") or "-", meta.get("name", ""),
-                          str(meta.get("mod_revision", "")), _age(meta.get("updated_at")))
+                          str(meta.get("mod_revision", "")), age(meta.get("updated_at")))
         out.print(table)
-
-
-def _age(stamp: Any) -> str:
-    """A compact "how long ago" for an ISO timestamp or epoch seconds."""
-    if stamp in (None, ""):
-        return "-"
-    try:
-        when = (datetime.fromtimestamp(float(stamp), UTC) if isinstance(stamp, int | float)
-                else datetime.fromisoformat(str(stamp)))
-    except ValueError:
-        return str(stamp)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = max(0, int((datetime.now(UTC) - when).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
 
 
 @app.command()
@@ -647,43 +629,6 @@ async def _cluster(server: str, token: str | None, cacert: str | None = None,
                    node_token: str | None = None) -> dict[str, Any]:
     async with RegistryClient(server, token, cacert=cacert) as client:
         return await client.cluster(node_token=node_token)
-
-
-def render_status(cluster: dict[str, Any]) -> Table:
-    """The ``status`` table of a ``GET /v1/cluster`` answer."""
-    registry_rev = int(cluster.get("revision", 0))
-    digest = str(cluster.get("digest", ""))
-    table = Table(title=f"registry revision {registry_rev} · digest {digest[:12]}",
-                  header_style="bold", title_justify="left")
-    for column in ("NODE", "STATE", "APPLIED", "REGISTRY", "LAG", "FAILURES", "BLOCKED",
-                   "LAST REPAIR", "DIGEST"):
-        table.add_column(column, no_wrap=column in ("NODE", "STATE", "DIGEST"),
-                         min_width=12 if column == "DIGEST" else None)
-    if not cluster.get("nodes"):
-        table.caption = "no live node is registered"
-    for entry in cluster.get("nodes", []):
-        st = entry.get("status")
-        if not st:
-            table.add_row(entry["name"], "[red]unreachable[/red]", "-", "-", "-", "-", "-", "-",
-                          str(entry.get("error", ""))[:40])
-            continue
-        applied = int(st.get("applied_revision") or 0)
-        node_registry = int(st.get("registry_revision") or registry_rev)
-        node_digest = str((st.get("cache") or {}).get("digest", ""))
-        same = node_digest == digest
-        state = str(st.get("state", "?"))
-        colour = {"ready": "green", "syncing": "yellow", "repairing": "yellow"}.get(state, "red")
-        repair = st.get("repair") or {}
-        last = repair.get("last_finished")
-        last_repair = (f"{repair.get('last_outcome') or ''} {_age(last)}".strip()
-                       if last else "-")
-        table.add_row(
-            entry["name"], f"[{colour}]{state}[/{colour}]", str(applied), str(node_registry),
-            str(max(0, node_registry - applied)), str(len(st.get("failures") or [])),
-            str(len(st.get("blocked") or [])), last_repair,
-            f"[green]{node_digest[:12]}[/green]" if same else f"[red]{node_digest[:12]}[/red]",
-        )
-    return table
 
 
 @app.command()
