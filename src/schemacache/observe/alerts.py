@@ -37,15 +37,24 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from ..backoff import compute_backoff
 from .metrics import NodeMetrics
+from .notification import AlertState, is_resolved, notification
+from .webhook import (
+    DEFAULT_DELIVERY_ATTEMPTS,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_RETRY_BASE,
+    DEFAULT_TIMEOUT,
+    WebhookQueue,
+    check_delivery,
+)
+from .webhook import OUTCOMES as OUTCOMES  # the labels of alerts_sent, defined here first
+
+__all__ = ["DEFAULT_RESEND_INTERVAL", "ENDS_AT_RESENDS", "OUTCOMES", "SEVERITIES", "Alerter",
+           "is_resolved"]
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +63,8 @@ DEFAULT_RESEND_INTERVAL = 60.0
 default ``resolve_timeout`` of 5 minutes)."""
 ENDS_AT_RESENDS = 4
 """A firing alert's ``endsAt`` is this many re-send intervals ahead."""
-DEFAULT_TIMEOUT = 5.0
-"""Seconds one webhook POST may take."""
-DEFAULT_QUEUE_SIZE = 1000
-"""Notifications held for delivery before the oldest is dropped."""
-DEFAULT_DELIVERY_ATTEMPTS = 3
-"""POSTs per notification before it is given up."""
-DEFAULT_RETRY_BASE = 0.5
-DEFAULT_RETRY_CAP = 30.0
-"""Largest backoff between two POSTs of one notification, seconds."""
-"""Delay before the second POST of a notification; doubles for each further one."""
 CLOSE_GRACE = 2.0
 """Seconds :meth:`Alerter.close` lets pending notifications be delivered."""
-
-OUTCOME_OK = "ok"
-OUTCOME_ERROR = "error"
-OUTCOME_DROPPED = "dropped"
-OUTCOMES = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_DROPPED)
-"""Label ``outcome`` of ``schemacache_alerts_sent_total``."""
 
 SEVERITIES = {
     "SchemaEventRetriesExhausted": "warning",
@@ -85,53 +78,6 @@ SEVERITIES = {
 ``deploy/prometheus/alerts.yml`` use the same (a test checks)."""
 DEFAULT_SEVERITY = "warning"
 """Severity of an alert not in :data:`SEVERITIES`."""
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-def is_resolved(alert: dict[str, Any], at: float | None = None) -> bool:
-    """Whether an alert as sent (a webhook payload item) has ended by ``at``.
-
-    :param at: Unix time (default: now).
-    """
-    ends = alert.get("endsAt")
-    if not ends:
-        return False
-    when = datetime.fromisoformat(str(ends)).timestamp()
-    return when <= (time.time() if at is None else at)
-
-
-def _instance(url: str | None) -> str | None:
-    """``host:port`` of a URL, as Prometheus names a target scraped there."""
-    if not url:
-        return None
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    return f"{host}:{port}"
-
-
-def _check_url(url: str) -> None:
-    try:
-        parsed = httpx.URL(url)
-    except Exception as exc:
-        raise ValueError(f"alert webhook {url!r} is not a valid URL: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"alert webhook {url!r} is not an http(s) URL")
-
-
-@dataclass
-class _Alert:
-    alertname: str
-    key: str
-    severity: str
-    summary: str
-    error: str
-    started: float  # wall clock, for startsAt
-    last_sent: float = field(default=0.0)  # monotonic; when last queued for delivery
 
 
 class Alerter:
@@ -150,7 +96,7 @@ class Alerter:
     :param delivery_attempts: POSTs per notification (default
         :data:`DEFAULT_DELIVERY_ATTEMPTS`).
     :param retry_base: backoff bound before the second POST, doubling after up
-        to :data:`DEFAULT_RETRY_CAP`, fully jittered (default
+        to :data:`~schemacache.observe.webhook.DEFAULT_RETRY_CAP`, fully jittered (default
         :data:`DEFAULT_RETRY_BASE`, 0.5 s).
     :param generator_url: ``generatorURL`` of every alert, e.g. the node's admin
         URL, also giving label ``instance`` (default ``None``: both omitted); may
@@ -173,22 +119,17 @@ class Alerter:
     ):
         if resend_interval <= 0:
             raise ValueError("resend_interval must be > 0")
-        if queue_size < 1 or delivery_attempts < 1:
-            raise ValueError("queue_size and delivery_attempts must be >= 1")
-        if webhook_url is not None:
-            _check_url(webhook_url)
+        check_delivery(queue_size, delivery_attempts)
+        self._webhook = None if webhook_url is None else WebhookQueue(
+            webhook_url, metrics=metrics, queue_size=queue_size,
+            attempts=delivery_attempts, retry_base=retry_base)
         self.node = node
         self.webhook_url = webhook_url
         self.resend_interval = resend_interval
         self.metrics = metrics
         self.timeout = timeout
         self._generator_url = generator_url
-        self._queue_size = queue_size
-        self._attempts = delivery_attempts
-        self._retry_base = retry_base
-        self._firing: dict[tuple[str, str], _Alert] = {}
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
-        self._wakeup = asyncio.Event()
+        self._firing: dict[tuple[str, str], AlertState] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -211,19 +152,20 @@ class Alerter:
             return
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._closing = False
-        # A fresh event, bound to this loop; the loop checks the queue first anyway.
-        self._wakeup = asyncio.Event()
-        if self.webhook_url is not None:
-            self._task = asyncio.create_task(self._deliver_loop(), name=f"alerts-{self.node}")
+        if self._webhook is not None:
+            self._webhook.closing = False
+            # A fresh event, bound to this loop; the loop checks the queue first anyway.
+            self._webhook.wakeup = asyncio.Event()
+            self._task = asyncio.create_task(self._deliver_loop(self._webhook),
+                                             name=f"alerts-{self.node}")
 
     async def close(self) -> None:
         """Stop delivery; pending notifications get :data:`CLOSE_GRACE` seconds."""
         task, self._task = self._task, None
-        if task is None:
+        if task is None or self._webhook is None:
             return
-        self._closing = True
-        self._wakeup.set()
+        self._webhook.closing = True
+        self._webhook.wakeup.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=CLOSE_GRACE)
         except TimeoutError:
@@ -232,8 +174,9 @@ class Alerter:
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if self._queue:
-            log.warning("alerts: %d notification(s) not delivered at shutdown", len(self._queue))
+        if self._webhook:
+            log.warning("alerts: %d notification(s) not delivered at shutdown",
+                        len(self._webhook))
 
     def fire(self, alertname: str, *, key: str = "", severity: str | None = None,
              summary: str = "", error: str = "") -> None:
@@ -265,11 +208,7 @@ class Alerter:
         """The firing alerts: ``labels``, ``annotations`` and ``startsAt`` each."""
         with self._lock:
             alerts = list(self._firing.values())
-        return [
-            {"labels": self._labels(a), "annotations": self._annotations(a),
-             "startsAt": _rfc3339(a.started)}
-            for a in alerts
-        ]
+        return [notification(a, self.node, self._generator_url) for a in alerts]
 
     # -- state changes --------------------------------------------------------
 
@@ -291,7 +230,7 @@ class Alerter:
         with self._lock:
             alert = self._firing.get((alertname, key))
             if alert is None:
-                alert = _Alert(alertname, key, severity, summary, error, started=time.time())
+                alert = AlertState(alertname, key, severity, summary, error, started=time.time())
                 self._firing[(alertname, key)] = alert
                 is_new = True
             else:
@@ -331,50 +270,17 @@ class Alerter:
         for alert in sent:
             self._enqueue(alert.alertname, self._payload(alert))
 
-    # -- payload --------------------------------------------------------------
-
-    def _labels(self, alert: _Alert) -> dict[str, str]:
-        labels = {"alertname": alert.alertname, "node": self.node, "key": alert.key,
-                  "severity": alert.severity}
-        instance = _instance(self._generator_url)
-        if instance is not None:
-            labels["instance"] = instance
-        return labels
-
-    @staticmethod
-    def _annotations(alert: _Alert) -> dict[str, str]:
-        return {"summary": alert.summary, "last_error": alert.error}
-
-    def _payload(self, alert: _Alert, ends: float | None = None) -> dict[str, Any]:
+    def _payload(self, alert: AlertState, ends: float | None = None) -> dict[str, Any]:
         """The alert as sent: firing unless ``ends`` (Unix time) is given."""
-        payload: dict[str, Any] = {
-            "labels": self._labels(alert),
-            "annotations": self._annotations(alert),
-            "startsAt": _rfc3339(alert.started),
-        }
         if ends is None:
             ends = time.time() + ENDS_AT_RESENDS * self.resend_interval
-        payload["endsAt"] = _rfc3339(ends)
-        if self._generator_url:
-            payload["generatorURL"] = self._generator_url
-        return payload
+        return notification(alert, self.node, self._generator_url, ends)
 
     # -- delivery -------------------------------------------------------------
 
     def _enqueue(self, alertname: str, payload: dict[str, Any]) -> None:
-        if self.webhook_url is None:
-            return
-        if len(self._queue) >= self._queue_size:
-            dropped, _ = self._queue.popleft()
-            log.warning("alerts: delivery queue full (%d), dropped oldest %s notification",
-                        self._queue_size, dropped)
-            self._count(dropped, OUTCOME_DROPPED)
-        self._queue.append((alertname, payload))
-        self._wakeup.set()
-
-    def _count(self, alertname: str, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.alerts_sent.labels(alertname=alertname, outcome=outcome).inc()
+        if self._webhook is not None:
+            self._webhook.put(alertname, payload)
 
     def _next_resend_in(self) -> float:
         """Seconds until the earliest firing alert is due for a re-send."""
@@ -386,7 +292,7 @@ class Alerter:
 
     def _queue_due_resends(self) -> None:
         now = time.monotonic()
-        due: list[_Alert] = []
+        due: list[AlertState] = []
         with self._lock:
             for alert in self._firing.values():
                 if now - alert.last_sent >= self.resend_interval:
@@ -397,42 +303,15 @@ class Alerter:
                         alert.key or "-", alert.summary)
             self._enqueue(alert.alertname, self._payload(alert))
 
-    async def _deliver_loop(self) -> None:
-        assert self.webhook_url is not None
+    async def _deliver_loop(self, webhook: WebhookQueue) -> None:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             while True:
                 self._queue_due_resends()
-                while self._queue:
-                    alertname, payload = self._queue.popleft()
-                    await self._deliver(client, alertname, payload)
-                if self._closing:
+                await webhook.drain(client)
+                if webhook.closing:
                     return
-                self._wakeup.clear()
+                webhook.wakeup.clear()
                 # Sleep until the next notification arrives or a re-send is due.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._next_resend_in()):
-                        await self._wakeup.wait()
-
-    async def _deliver(self, client: httpx.AsyncClient, alertname: str,
-                       payload: dict[str, Any]) -> None:
-        assert self.webhook_url is not None
-        error = ""
-        for attempt in range(1, self._attempts + 1):
-            try:
-                response = await client.post(self.webhook_url, json=[payload])
-                if response.status_code < 300:
-                    self._count(alertname, OUTCOME_OK)
-                    return
-                error = f"HTTP {response.status_code}"
-            except Exception as exc:  # whatever goes wrong, the delivery task must live on
-                error = f"{type(exc).__name__}: {exc}"
-            # At shutdown there is no time for backoff: report and move on.
-            if attempt < self._attempts and not self._closing:
-                log.info("alerts: POST %s of %s failed (%s), attempt %d/%d", self.webhook_url,
-                         alertname, error, attempt, self._attempts)
-                await asyncio.sleep(compute_backoff(attempt, base=self._retry_base,
-                                                    cap=DEFAULT_RETRY_CAP))
-            else:
-                break
-        log.warning("alerts: could not deliver %s to %s: %s", alertname, self.webhook_url, error)
-        self._count(alertname, OUTCOME_ERROR)
+                        await webhook.wakeup.wait()
