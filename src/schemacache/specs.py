@@ -23,7 +23,6 @@ from .spec_types import (
     FieldType,
     GoDuration,
     IndexRuleType,
-    Int64,
     IntervalUnit,
     PipelineEvent,
     ProtoDuration,
@@ -42,11 +41,9 @@ __all__ = [
     "IndexRuleSpec",
     "IntervalRule",
     "LifecycleStage",
-    "MeasureRef",
     "MeasureSpec",
     "Plugin",
     "PropertySpec",
-    "ProtoMetadata",
     "ResourceOpts",
     "SamplerPlugin",
     "ShardingKey",
@@ -329,24 +326,6 @@ def _utc(moment: datetime) -> timedelta:
     """
     offset = moment.utcoffset() or timedelta(0)
     return moment.replace(tzinfo=None) - _EPOCH - offset
-
-
-class ProtoMetadata(ProtoMessage):
-    """``common.v1.Metadata`` as a document writes it (identity of a BanyanDB object)."""
-
-    group: str = ""
-    name: str = ""
-    id: UInt32 = 0
-    create_revision: Int64 = 0
-    mod_revision: Int64 = 0
-
-
-class MeasureRef(ProtoMetadata):
-    """The source measure of a top-N: a full ``Metadata`` naming a measure."""
-
-    group: str = Field(pattern=NAME)
-    name: str = Field(pattern=NAME)
-
 
 
 class PropertySpec(ProtoMessage):

@@ -1,4 +1,4 @@
-"""The top-N aggregation and its criteria tree (BanyanDB's ``model.v1`` messages)."""
+"""The top-N aggregation, its source measure and its criteria tree (BanyanDB's ``model.v1``)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from .spec_types import (
     MatchOperator,
     ProtoMessage,
     Sort,
+    UInt32,
     proto_enum,
 )
-from .specs import MeasureRef
 from .validation import field_error, unique
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "IntArray",
     "LogicalExpression",
     "MatchOption",
+    "MeasureRef",
+    "ProtoMetadata",
     "QueryOrder",
     "Str",
     "StrArray",
@@ -43,6 +45,23 @@ __all__ = [
     "TopNAggregationSpec",
 ]
 
+
+
+class ProtoMetadata(ProtoMessage):
+    """``common.v1.Metadata`` as a document writes it (identity of a BanyanDB object)."""
+
+    group: str = ""
+    name: str = ""
+    id: UInt32 = 0
+    create_revision: Int64 = 0
+    mod_revision: Int64 = 0
+
+
+class MeasureRef(ProtoMetadata):
+    """The source measure of a top-N: a full ``Metadata`` naming a measure."""
+
+    group: str = Field(pattern=NAME)
+    name: str = Field(pattern=NAME)
 
 
 # ---------------------------------------------------------------- top-N criteria (model.v1)

@@ -25,6 +25,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from ..registry import Registry
+from .errors import ApiError, error_responses
+from .nodes import live_nodes
 from .snapshot import SnapshotCache
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -64,8 +66,6 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
     :param node_tls: what verifies the nodes' ``https://`` admin URLs (default: the
         system's roots).
     """
-    from .server import ApiError, _errors, _live_nodes  # server imports this module
-
     app.mount(CONSOLE_PATH, StaticFiles(directory=STATIC_DIR), name="console")
 
     @app.get("/", include_in_schema=False)
@@ -73,7 +73,7 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
                             headers={"Cache-Control": "no-cache"})
 
-    @app.get("/v1/kinds", response_model=KindList, responses=_errors(503),
+    @app.get("/v1/kinds", response_model=KindList, responses=error_responses(503),
              summary="Resources per kind")
     async def get_kinds() -> KindList:
         snapshot = await snapshots.get()
@@ -87,14 +87,14 @@ def mount_console(app: FastAPI, registry: Registry, snapshots: SnapshotCache,
                      "answer (202, the request accepted or coalesced). 404: no live node of "
                      "that name; 502: the node did not accept it."),
         responses={202: {"description": "the node accepted the repair request"},
-                   **_errors(401, 403, 404, 503)},
+                   **error_responses(401, 403, 404, 503)},
         status_code=202,
         dependencies=[Depends(require_token)],
     )
     async def repair_node(
         name: str = PathParam(min_length=1, max_length=NODE_NAME_MAX),
     ) -> JSONResponse:
-        live = {n.name: n.admin_url for n in await _live_nodes(registry)}
+        live = {n.name: n.admin_url for n in await live_nodes(registry)}
         admin_url = live.get(name)
         if admin_url is None:
             raise ApiError(404, "not_found", f"no live node named {name}")
