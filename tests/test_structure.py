@@ -54,7 +54,8 @@ def test_a_cycle_is_found_also_through_a_lazy_or_typing_only_import(tmp_path: Pa
     src = _package(tmp_path, {
         "a.py": "from . import b\n",
         "b.py": "def f():\n    from .c import x\n    return x\n",
-        "c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import y\nx = 1\n",
+        "c.py": ("from typing import TYPE_CHECKING\n"
+                 "if TYPE_CHECKING:\n    from .a import y\nx = 1\n"),
         "d.py": "from .a import b\n",
     })
     findings = [str(f) for f in check.check(src)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import signal
 import sys
@@ -22,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pydantic
 import typer
 import yaml
 from rich.console import Console
@@ -32,6 +34,7 @@ from .client import DEFAULT_SERVER, ClientError, RegistryClient
 from .errors import SchemaCacheError, ValidationError
 from .model import GROUP_KIND, Resource, make_key
 from .node import config as node_config
+from .node_command import command_from_settings, invalid_value
 from .views import age, render_status
 
 EXIT_OK = 0
@@ -244,66 +247,32 @@ async def _until_signalled() -> None:
 # ---------------------------------------------------------------- node
 
 
-@app.command()
-@_command
-def node(
-    registry: Annotated[str, typer.Option(help="registry URL")] = node_config.DEFAULT_REGISTRY,
-    name: Annotated[str | None, typer.Option(help="node name (default: host name + pid)")] = None,
-    state_dir: Annotated[str, typer.Option(help="directory of the durable state")] = "./var/node",
-    listen: Annotated[str, typer.Option(help="admin HTTP host:port (port 0 = any)")] = (
-        node_config.DEFAULT_LISTEN),
-    handler: Annotated[str | None, typer.Option(help="handler as module:attribute")] = None,
-    max_attempts: Annotated[int, typer.Option(min=1, help="handler calls per version")] = (
-        node_config.DEFAULT_MAX_ATTEMPTS),
-    backoff_base: Annotated[float, typer.Option(min=0, help="first retry delay bound, s")] = (
-        node_config.DEFAULT_BACKOFF_BASE),
-    backoff_cap: Annotated[float, typer.Option(min=0, help="largest retry delay bound, s")] = (
-        node_config.DEFAULT_BACKOFF_CAP),
-    handler_timeout: Annotated[float, typer.Option(min=0, help="handler call timeout, s")] = (
-        node_config.DEFAULT_HANDLER_TIMEOUT),
-    repair_interval: Annotated[float, typer.Option(min=0, help="periodic repair, s (0 = off)")] = (
-        node_config.DEFAULT_REPAIR_INTERVAL),
-    workers: Annotated[int, typer.Option(min=1, help="concurrent handler calls")] = (
-        node_config.DEFAULT_WORKERS),
-    alert_webhook: Annotated[str | None, typer.Option(help="Alertmanager-compatible URL")] = None,
-    alert_resend_interval: Annotated[float, typer.Option(min=0, help="alert re-send, s")] = (
-        node_config.DEFAULT_ALERT_RESEND_INTERVAL),
-    node_ttl: Annotated[float, typer.Option(min=0.1, help="registration lease, s")] = (
-        node_config.DEFAULT_NODE_TTL),
-    repair_backoff_base: Annotated[float, typer.Option(
-        min=0, help="first gap between repairs of a still-failing key, s")] = (
-        node_config.DEFAULT_REPAIR_BACKOFF_BASE),
-    repair_backoff_cap: Annotated[float, typer.Option(
-        min=0, help="largest gap between repairs of a still-failing key, s")] = (
-        node_config.DEFAULT_REPAIR_BACKOFF_CAP),
-    unreachable_alert_after: Annotated[float, typer.Option(
-        min=0, help="seconds disconnected before SchemaRegistryUnreachable fires")] = (
-        node_config.DEFAULT_UNREACHABLE_ALERT_AFTER),
-    tls_cert: TlsCertOpt = node_config.DEFAULT_TLS_CERT,
-    tls_key: TlsKeyOpt = node_config.DEFAULT_TLS_KEY,
-    log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
-    token: Annotated[str | None, typer.Option(
-        envvar=node_config.NODE_TOKEN_ENV,
-        help="bearer token required on repair, cache and failures")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
-) -> None:
-    """Run one node: watch the registry, keep the cache, call the handler, serve admin HTTP."""
-    token = _resolve_token(token, token_file)
-    _check_listen(listen, token, "node admin API")
-    config = node_config.NodeConfig(
-        registry=registry, name=name, state_dir=state_dir, listen=listen, handler=handler,
-        max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
-        handler_timeout=handler_timeout, repair_interval=repair_interval, workers=workers,
-        alert_webhook=alert_webhook, alert_resend_interval=alert_resend_interval,
-        node_ttl=node_ttl, repair_backoff_base=repair_backoff_base,
-        repair_backoff_cap=repair_backoff_cap, unreachable_alert_after=unreachable_alert_after,
-        tls_cert=tls_cert, tls_key=tls_key, token=token,
-    )
+def _node(settings: dict[str, Any], log_level: str, token_file: Path | None) -> None:
     from .node.runner import configure_logging, run_node
 
+    token = _resolve_token(settings.pop("token"), token_file)
+    _check_listen(settings["listen"], token, "node admin API")
+    try:
+        config = node_config.NodeConfig(token=token, **settings)
+    except pydantic.ValidationError as exc:
+        raise fail(invalid_value(node_config.NodeConfig, exc), EXIT_USAGE) from None
     configure_logging(log_level)
     with contextlib.suppress(KeyboardInterrupt):
         _run(run_node(config))
+
+
+NODE_EXTRA_OPTIONS = [
+    inspect.Parameter("log_level", inspect.Parameter.KEYWORD_ONLY, default="INFO",
+                      annotation=Annotated[str, typer.Option(help="logging level")]),
+    inspect.Parameter("token_file", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Path | None, typer.Option(
+                          help="file holding the token (instead of --token)")]),
+]
+"""Options of ``node`` that are not node settings."""
+
+node = app.command("node")(_command(command_from_settings(
+    node_config.NodeConfig, _node, extra=NODE_EXTRA_OPTIONS,
+    doc="Run one node: watch the registry, keep the cache, call the handler, serve admin HTTP.")))
 
 
 # ---------------------------------------------------------------- up / demo

@@ -25,16 +25,7 @@ from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import NodeLease, Registry
 from .cache import NodeCache
-from .config import (
-    DEFAULT_ALERT_RESEND_INTERVAL,
-    DEFAULT_HANDLER_TIMEOUT,
-    DEFAULT_NODE_TTL,
-    DEFAULT_REPAIR_BACKOFF_BASE,
-    DEFAULT_REPAIR_BACKOFF_CAP,
-    DEFAULT_REPAIR_INTERVAL,
-    DEFAULT_UNREACHABLE_ALERT_AFTER,
-    DEFAULT_WORKERS,
-)
+from .config import NodeSettings
 from .handler import Handler, HandlerCaller
 from .reconciler import ALERT_EXHAUSTED, Reconciler, WorkBatch
 from .repair import ALERT_REPAIR_FAILING, ALERT_REWOUND, Repairer
@@ -42,7 +33,7 @@ from .repair import OUTCOMES as REPAIR_OUTCOMES
 from .repair import REASONS as REPAIR_REASONS
 from .retry import RetryPolicy
 from .state import StateStore
-from .syncer import MAX_PENDING_KEYS, RECONNECT_BASE, RECONNECT_CAP, RESTART_REASONS, Syncer
+from .syncer import RESTART_REASONS, Syncer
 from .tasks import cancel_and_wait
 from .text import error_text, safe
 
@@ -54,13 +45,6 @@ ALERT_STATE_STORE = "SchemaStateStoreFailing"
 ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING,
                ALERT_REWOUND, ALERT_STATE_STORE)
 """Every alert a node sends itself."""
-LAG_ALERT_REVISIONS = 1000
-"""Revision lag (registry - applied) that counts as lagging."""
-LAG_ALERT_AFTER = 120.0
-"""Seconds the lag must stay at or above :data:`LAG_ALERT_REVISIONS` before
-``SchemaCacheLagging`` fires."""
-MONITOR_INTERVAL = 1.0
-"""Seconds between gauge refreshes, registry revision probes and alert checks."""
 STOP_TIMEOUT = 5.0
 """Seconds :meth:`Node.stop` waits for the registration to be revoked."""
 
@@ -75,93 +59,67 @@ class Node:
     """A schema cache kept current from a registry, acting through a handler.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`stop`.
+    Its settings are one :class:`~schemacache.node.config.NodeSettings` (each
+    field documents its default); keyword arguments set single fields on top,
+    so ``Node(registry, state_dir="s", workers=2)`` equals
+    ``Node(registry, NodeSettings(state_dir="s", workers=2))``.
 
     :param registry: the registry (not closed by the node).
-    :param name: unique node name (default: host name + pid).
-    :param state_dir: directory of the durable state file ``state.db`` (required).
+    :param settings: the node's settings (default: every field's default).
     :param handler: object with ``apply``/``delete`` (default ``None``: cache only).
-    :param retry: retry policy of the event path (default ``RetryPolicy()``:
-        5 attempts, 0.1 s doubling to 30 s, full jitter).
-    :param workers: concurrent handler calls (default 8).
-    :param handler_timeout: seconds before a handler call counts as failed (default 30).
-    :param repair_interval: seconds between periodic repairs, ±10 % (default 600; 0 = off).
-    :param repair_backoff_base: first gap between repair attempts of a failed key,
-        also the first retry delay of a failed repair listing (default 5 s).
-    :param repair_backoff_cap: largest such gap (default 300 s).
-    :param alert_webhook: Alertmanager-compatible URL for alerts (default ``None``: log only).
-    :param alert_resend_interval: seconds between re-sends of a firing alert (default 60).
+    :param retry: retry policy of the event path (default: from the settings'
+        ``max_attempts``, ``backoff_base`` and ``backoff_cap``, full jitter).
     :param admin_url: URL of the node's admin server; when set the node registers
         itself in the registry under a lease (default ``None``: not registered).
-    :param node_ttl: lease of the registration, refreshed every ttl/3 (default 10 s).
     :param metrics: metrics to update (default: a new :class:`NodeMetrics`).
     :param alerter: alert sink (default: an :class:`Alerter` built from the
         webhook settings; the node starts and closes whichever it uses).
-    :param unreachable_alert_after: seconds disconnected before
-        ``SchemaRegistryUnreachable`` fires (default 30).
-    :param reconnect_base: first reconnect delay bound (default 0.8 s).
-    :param reconnect_cap: largest reconnect delay bound (default 30 s).
-    :param lag_alert_revisions: lag that counts as lagging (default 1000).
-    :param lag_alert_after: seconds of lagging before ``SchemaCacheLagging`` (default 120).
-    :param monitor_interval: seconds between gauge refreshes and alert checks (default 1).
-    :param max_pending_keys: backpressure threshold of the watch (default 10,000).
+    :param overrides: single settings, by field name (an unknown name is a
+        :class:`TypeError`, an invalid value a :class:`pydantic.ValidationError`).
     """
 
     def __init__(
         self,
         registry: Registry,
+        settings: NodeSettings | None = None,
         *,
-        name: str | None = None,
-        state_dir: str | os.PathLike[str],
         handler: Handler | None = None,
         retry: RetryPolicy | None = None,
-        workers: int = DEFAULT_WORKERS,
-        handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
-        repair_interval: float = DEFAULT_REPAIR_INTERVAL,
-        repair_backoff_base: float = DEFAULT_REPAIR_BACKOFF_BASE,
-        repair_backoff_cap: float = DEFAULT_REPAIR_BACKOFF_CAP,
-        alert_webhook: str | None = None,
-        alert_resend_interval: float = DEFAULT_ALERT_RESEND_INTERVAL,
         admin_url: str | None = None,
-        node_ttl: float = DEFAULT_NODE_TTL,
         metrics: NodeMetrics | None = None,
         alerter: Alerter | None = None,
-        unreachable_alert_after: float = DEFAULT_UNREACHABLE_ALERT_AFTER,
-        reconnect_base: float = RECONNECT_BASE,
-        reconnect_cap: float = RECONNECT_CAP,
-        lag_alert_revisions: int = LAG_ALERT_REVISIONS,
-        lag_alert_after: float = LAG_ALERT_AFTER,
-        monitor_interval: float = MONITOR_INTERVAL,
-        max_pending_keys: int = MAX_PENDING_KEYS,
+        **overrides: Any,
     ):
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
+        settings = (settings or NodeSettings()).with_overrides(overrides).node_settings()
+        self.settings = settings
         self.registry = registry
-        self._name = name or default_node_name()
-        self.state_dir = state_dir
+        self._name = settings.name or default_node_name()
+        self.state_dir = settings.state_dir
         self.handler = handler
-        self.retry = retry or RetryPolicy()
-        self.workers = workers
-        self.handler_timeout = handler_timeout
-        self.repair_interval = repair_interval
-        self.repair_backoff_base = repair_backoff_base
-        self.repair_backoff_cap = repair_backoff_cap
+        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts,
+                                          base=settings.backoff_base, cap=settings.backoff_cap)
+        self.workers = settings.workers
+        self.handler_timeout = settings.handler_timeout
+        self.repair_interval = settings.repair_interval
+        self.repair_backoff_base = settings.repair_backoff_base
+        self.repair_backoff_cap = settings.repair_backoff_cap
         self.admin_url = admin_url
-        self.node_ttl = node_ttl
+        self.node_ttl = settings.node_ttl
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.metrics.initialise(
             kinds=KINDS, repair_reasons=REPAIR_REASONS, repair_outcomes=REPAIR_OUTCOMES,
             watch_restart_reasons=RESTART_REASONS, alertnames=ALERT_NAMES,
             alert_outcomes=alerts.OUTCOMES)
         self.alerter = alerter if alerter is not None else Alerter(
-            self._name, alert_webhook, resend_interval=alert_resend_interval,
+            self._name, settings.alert_webhook, resend_interval=settings.alert_resend_interval,
             metrics=self.metrics)
-        self.unreachable_alert_after = unreachable_alert_after
-        self.reconnect_base = reconnect_base
-        self.reconnect_cap = reconnect_cap
-        self.lag_alert_revisions = lag_alert_revisions
-        self.lag_alert_after = lag_alert_after
-        self.monitor_interval = monitor_interval
-        self.max_pending_keys = max_pending_keys
+        self.unreachable_alert_after = settings.unreachable_alert_after
+        self.reconnect_base = settings.reconnect_base
+        self.reconnect_cap = settings.reconnect_cap
+        self.lag_alert_revisions = settings.lag_alert_revisions
+        self.lag_alert_after = settings.lag_alert_after
+        self.monitor_interval = settings.monitor_interval
+        self.max_pending_keys = settings.max_pending_keys
         self.registry_revision = 0
         self._rewinds_seen = 0
         self._store: StateStore | None = None

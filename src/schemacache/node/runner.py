@@ -18,8 +18,7 @@ from ..api.http import UvicornServer, refuse_unprotected
 from ..registry import open_registry
 from .config import NodeConfig
 from .handler import load_handler
-from .node import Node, default_node_name
-from .retry import RetryPolicy
+from .node import Node
 from .text import OneLineFormatter
 
 log = logging.getLogger(__name__)
@@ -33,23 +32,7 @@ def build_node(config: NodeConfig) -> Node:
     """A :class:`Node` (not started) configured from ``config``; opens its registry."""
     registry = open_registry(config.registry)
     handler = load_handler(config.handler) if config.handler else None
-    return Node(
-        registry,
-        name=config.name or default_node_name(),
-        state_dir=config.state_dir,
-        handler=handler,
-        retry=RetryPolicy(max_attempts=config.max_attempts, base=config.backoff_base,
-                          cap=config.backoff_cap),
-        workers=config.workers,
-        handler_timeout=config.handler_timeout,
-        repair_interval=config.repair_interval,
-        repair_backoff_base=config.repair_backoff_base,
-        repair_backoff_cap=config.repair_backoff_cap,
-        alert_webhook=config.alert_webhook,
-        alert_resend_interval=config.alert_resend_interval,
-        node_ttl=config.node_ttl,
-        unreachable_alert_after=config.unreachable_alert_after,
-    )
+    return Node(registry, config, handler=handler)
 
 
 async def run_node(config: NodeConfig, *, stop: asyncio.Event | None = None,

@@ -22,15 +22,14 @@ from ..errors import CompactedError, RegistryRewoundError, RegistryUnavailableEr
 from ..model import Event
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry, WatchProgress
+from .config import DEFAULT_MAX_PENDING_KEYS as MAX_PENDING_KEYS
+from .config import DEFAULT_RECONNECT_BASE as RECONNECT_BASE
+from .config import DEFAULT_RECONNECT_CAP as RECONNECT_CAP
 from .repair import Repairer, RepairRun
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BASE = 0.8
-"""First reconnect delay bound, seconds."""
-RECONNECT_CAP = 30.0
-"""Largest reconnect delay bound, seconds."""
 BURST_KEYS = 500
 """Keys waiting at live priority from which the watch counts as catching up
 with a backlog (and the garbage collector is paused until it drained)."""
@@ -42,9 +41,6 @@ a full collection over the whole heap in the middle of the catch-up (measured:
 0.7 s of a 3 s catch-up of 50,000 events)."""
 RESTART_REASONS = ("error", "compacted", "reset", "rewound", "reconnect")
 """Label ``reason`` of ``schemacache_watch_restarts_total``."""
-MAX_PENDING_KEYS = 10_000
-"""Keys waiting at live or retry priority beyond which the watch stops reading
-(backpressure: slow handlers slow the watch instead of growing a buffer)."""
 
 
 class EventSink(Protocol):
