@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_both_command_lines_refuse_a_bad_value_naming_its_flag(entry: list[str],
 def test_python_m_schemacache_node_shows_the_same_options() -> None:
     result = subprocess.run([sys.executable, "-m", "schemacache.node", "--help"],
                             capture_output=True, text=True, timeout=60, check=False,
-                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     for name, field in NodeConfig.model_fields.items():
         assert flag_of(name, field) in result.stdout, name
