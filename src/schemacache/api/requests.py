@@ -6,11 +6,12 @@ Each refusal is an :class:`~schemacache.api.errors.ApiError` (400, 412) or a
 
 from __future__ import annotations
 
+from ..documents import parse_documents
 from ..errors import (
     NotFoundError,
     ValidationError,
 )
-from ..manifest import document_to_resource, parse_documents, parse_manifest, reject_duplicates
+from ..manifest import document_to_resource, parse_manifest, reject_duplicates
 from ..model import Resource
 from ..registry import Registry
 from .errors import ApiError
