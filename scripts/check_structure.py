@@ -33,7 +33,6 @@ MODULE_ALLOWLIST: dict[str, int] = {
     "schemacache.node.node": 600,
     "schemacache.node.reconciler": 880,
     "schemacache.node.state": 540,
-    "schemacache.registry.base": 445,
     "schemacache.registry.etcd": 840,
     "schemacache.registry.etcd_conn": 400,
     "schemacache.registry.sqlite": 850,

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from .model import Resource
 from .registry import Registry
-from .registry.base import ApplyResult, Outcome
+from .registry.rules import ApplyResult, Outcome
 
 __all__ = ["ApplyResult", "Outcome", "apply_resources"]
 

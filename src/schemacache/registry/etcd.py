@@ -60,18 +60,10 @@ from ..kinds import references
 from ..model import Event, EventType, Resource, parse_key
 from .base import (
     DEFAULT_NODE_TTL,
-    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
     WatchProgress,
-    candidate_prefixes_closure,
-    cascade_plan,
-    check_group_update,
-    check_references,
-    dependent_candidates_prefixes,
-    plan_apply,
-    refuse_if_referenced,
 )
 from .etcd_conn import (
     DEFAULT_PORT,
@@ -79,6 +71,16 @@ from .etcd_conn import (
     EtcdAccess,
     EtcdConnection,
     split_endpoint,
+)
+from .rules import (
+    ApplyResult,
+    candidate_prefixes_closure,
+    cascade_plan,
+    check_group_update,
+    check_references,
+    dependent_candidates_prefixes,
+    plan_apply,
+    refuse_if_referenced,
 )
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_PREFIX", "EtcdRegistry"]

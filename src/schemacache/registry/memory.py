@@ -19,10 +19,12 @@ from ..model import Event, EventType, Resource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
-    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
+)
+from .rules import (
+    ApplyResult,
     cascade_plan,
     check_group_update,
     check_references,

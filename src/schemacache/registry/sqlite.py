@@ -58,10 +58,12 @@ from ..model import Event, EventType, Resource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
-    ApplyResult,
     NodeInfo,
     NodeLease,
     Registry,
+)
+from .rules import (
+    ApplyResult,
     candidate_prefixes_closure,
     cascade_plan,
     check_group_update,
