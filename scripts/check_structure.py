@@ -34,7 +34,6 @@ MODULE_ALLOWLIST: dict[str, int] = {
     "schemacache.node.reconciler": 880,
     "schemacache.node.state": 540,
     "schemacache.registry.etcd": 840,
-    "schemacache.registry.etcd_conn": 400,
     "schemacache.registry.sqlite": 850,
 }
 
