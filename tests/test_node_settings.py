@@ -41,7 +41,7 @@ def test_every_setting_has_a_default_and_help() -> None:
 def test_node_takes_its_settings_whole_or_by_field(tmp_path: Path) -> None:
     registry = open_registry("memory://")
     whole = Node(registry, NodeSettings(state_dir=str(tmp_path), workers=2, max_attempts=3))
-    by_field = Node(registry, state_dir=str(tmp_path), workers=2, max_attempts=3)
+    by_field = Node(registry, state_dir=tmp_path, workers=2, max_attempts=3)  # a Path too
     assert whole.settings == by_field.settings
     assert by_field.workers == 2
     assert by_field.retry.max_attempts == 3

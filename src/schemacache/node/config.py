@@ -12,9 +12,10 @@ name another (``"cli"``) and an environment variable (``"envvar"``).
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..observe.alerts import DEFAULT_RESEND_INTERVAL
 
@@ -50,13 +51,19 @@ def _setting(default: Any, help: str, **extra: Any) -> Any:
     return Field(default, description=help, json_schema_extra=cli or None, **extra)
 
 
+def _path_text(value: Any) -> Any:
+    """A path given as :class:`os.PathLike` (``tmp_path / "n1"``), as text."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 class NodeSettings(BaseModel):
     """How one node behaves; every field has a default (see each field's help)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = _setting(None, "node name, unique in the cluster (default: host name + pid)")
-    state_dir: str = _setting(DEFAULT_STATE_DIR, "directory of the node's durable state")
+    state_dir: Annotated[str, BeforeValidator(_path_text)] = _setting(
+        DEFAULT_STATE_DIR, "directory of the node's durable state")
     max_attempts: int = _setting(DEFAULT_MAX_ATTEMPTS,
                                  "handler calls per (key, revision) from the event path", ge=1)
     backoff_base: float = _setting(DEFAULT_BACKOFF_BASE, "first retry delay bound, seconds", ge=0)
