@@ -5,8 +5,8 @@ Usage::
     python scripts/check_structure.py [SRC_DIR]
 
 ``SRC_DIR`` defaults to ``src/schemacache`` next to this script. Every import
-counts, also one inside a function or under ``if TYPE_CHECKING:``: a lazy or
-typing-only import still ties two modules together.
+that runs counts, also one inside a function (a lazy import still ties two
+modules together); imports under ``if TYPE_CHECKING:`` never run and do not.
 ``from package import name`` is an edge to ``package.name`` when that is a
 module, else to the package's ``__init__``.
 
@@ -84,10 +84,26 @@ def _resolve_base(module: str, node: ast.ImportFrom, modules: dict[str, Path]) -
     return f"{package}.{node.module}" if node.module else package
 
 
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """Ids of the nodes inside ``if TYPE_CHECKING:`` blocks."""
+    hidden: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+            if name == "TYPE_CHECKING":
+                for child in node.body:
+                    hidden.update(id(n) for n in ast.walk(child))
+    return hidden
+
+
 def imports_of(module: str, tree: ast.Module, modules: dict[str, Path]) -> set[str]:
     """The package modules that ``module`` imports when it runs."""
+    hidden = _type_checking_nodes(tree)
     targets: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -61,14 +61,17 @@ def test_allowlisted_classes_still_need_their_exception() -> None:
         assert limit >= classes[name]
 
 
-def test_a_cycle_is_found_also_through_a_lazy_or_typing_only_import(tmp_path: Path) -> None:
+def test_a_cycle_is_found_also_through_a_lazy_import_not_a_typing_only_one(
+        tmp_path: Path) -> None:
     check = _script()
     src = _package(tmp_path, {
         "a.py": "from . import b\n",
         "b.py": "def f():\n    from .c import x\n    return x\n",
-        "c.py": ("from typing import TYPE_CHECKING\n"
-                 "if TYPE_CHECKING:\n    from .a import y\nx = 1\n"),
+        "c.py": "from .a import y\nx = 1\n",
         "d.py": "from .a import b\n",
+        "e.py": ("from typing import TYPE_CHECKING\n"
+                 "if TYPE_CHECKING:\n    from .f import z\n"),
+        "f.py": "from . import e\nz = 1\n",
     })
     findings = [str(f) for f in check.check(src)]
     assert findings == ["pkg.a <-> pkg.b <-> pkg.c: import cycle"]
