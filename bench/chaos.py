@@ -274,7 +274,6 @@ class Tally:
     restore_settle_seconds: list[float] = field(default_factory=list)
     handler_calls: int = 0
     rewinds: int = 0
-    older_deletes: int = 0
     checks: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -862,11 +861,6 @@ class Chaos:
             verdict = check_calls(calls, self.timeline, final)
             self.tally.handler_calls += verdict.calls
             self.tally.rewinds += verdict.rewinds
-            self.tally.older_deletes += len(verdict.older_deletes)
-            if verdict.older_deletes:
-                self.tally.notes.append(f"{node.name}: {len(verdict.older_deletes)} deletes "
-                                        "named an older version than the delete before: "
-                                        + "; ".join(verdict.older_deletes[:3]))
             if verdict.problems:
                 self.tally.fail("history", f"{node.name} ({starts} lifetimes): "
                                 f"{len(verdict.problems)} problems: "

@@ -16,8 +16,8 @@ handler received them):
   is the revision of the delete that ended that version's life; positions never
   decrease, and after a delete the key only comes back at a version newer than
   that delete (the same version or the same delete may come again: at least
-  once; a second delete right after a delete, naming an older version, is
-  counted apart: the key stays deleted);
+  once; a delete naming an older life than the delete before it goes back
+  too -- a retry names the version it named before, never an older one);
 - *a restore starts a new revision space*: a key whose last position lies in
   history the restore threw away (above ``base``) starts afresh with its first
   call in the new epoch (what the restored registry holds, its delete when the
@@ -207,9 +207,6 @@ class Verdict:
     rewinds: int = 0
     """Keys that went back once because a restore threw their history away."""
     problems: list[str] = field(default_factory=list)
-    older_deletes: list[str] = field(default_factory=list)
-    """Deletes handed right after a delete of a newer version (the key stays deleted:
-    not a violation, but a node that names versions inconsistently)."""
 
 
 def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) -> Verdict:
@@ -240,11 +237,6 @@ def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) ->
                 continue
             position, index = found
         floor = floors.get(call.key)
-        if call.op == "delete" and floor is not None and floor.strict and position < floor.value:
-            # A delete after a delete, no apply between: the key stays deleted, but the
-            # node named an older version of it than it did before.
-            verdict.older_deletes.append(f"{where}: after delete at {floor.value}")
-            position = floor.value
         if (floor is not None and index > floor.epoch
                 and floor.value > timeline.epochs[index].base):
             # A restore threw this key's last position away: a new revision space.

@@ -73,16 +73,15 @@ def test_a_deleted_life_never_comes_back() -> None:
     assert len(verdict.problems) == 1 and "after delete at 8" in verdict.problems[0]
 
 
-def test_an_older_delete_right_after_a_delete_is_counted_apart() -> None:
-    """A failed delete naming version 6, then a delete naming 5 (another life, ended
-    at 6): the key stays deleted, so no violation, but it is counted."""
+def test_an_older_delete_right_after_a_delete_goes_back() -> None:
+    """A failed delete naming version 7 (the life ended at 8), then a retry naming 5
+    (the life ended at 6): the retry must name what the delete before it named."""
     timeline = _timeline((5, False), (6, True), (7, False), (8, True))
     calls = [_apply(5), Call("delete", KEY, 7, 1.0, True), _delete(5)]
     verdict = check_calls(calls, timeline, {})
-    assert verdict.problems == [] and len(verdict.older_deletes) == 1
-    # An apply of that older life afterwards is still a resurrection.
-    verdict = check_calls([*calls, _apply(5)], timeline, {KEY: 5})
-    assert any("went back, after delete at 8" in p for p in verdict.problems)
+    assert verdict.problems == ["call 3 (delete measure/g/m 5): went back, after delete at 8"]
+    # The retry naming the same version holds.
+    assert check_calls([*calls[:2], _delete(7)], timeline, {}).problems == []
 
 
 def test_unknown_versions_and_undeleted_deletes_are_caught() -> None:

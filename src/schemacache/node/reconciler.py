@@ -53,6 +53,18 @@ def _prerequisite_keys(resource: Resource) -> list[str]:
     return [ref.key for ref in references(resource)]
 
 
+def _delete_version(tombstone: Resource, applied: Resource) -> Resource:
+    """The version a delete names: the newest the handler may hold.
+
+    The tombstone carries the registry's last version, possibly newer than the
+    applied one (handed, then lost to a crash before it settled); a start-up
+    replay hands that one, so every retry must too -- never an older one.  A
+    tombstone whose last version was compacted away (revision 0) names the
+    applied version.
+    """
+    return tombstone if tombstone.mod_revision >= applied.mod_revision else applied
+
+
 def _kind(key: str) -> str:
     return key.split("/", 1)[0]
 
@@ -165,9 +177,7 @@ class Reconciler:
             a = self.applied.get(key)
             if d.deleted:
                 if a is not None:
-                    # The tombstone carries the registry's last version: the one
-                    # the handler may hold, possibly newer than the applied one.
-                    deletes.append(d.resource)
+                    deletes.append(_delete_version(d.resource, a[1]))
             elif a is not None and a[0] == d.revision:
                 applies.append(a[1])
             else:
@@ -388,7 +398,8 @@ class Reconciler:
             return
         applied = self.applied.get(key)
         op = "delete" if d.deleted else "apply"
-        resource = applied[1] if d.deleted and applied is not None else d.resource
+        resource = (_delete_version(d.resource, applied[1]) if d.deleted and applied is not None
+                    else d.resource)
         kind = resource.kind
         self._running[key] = self._loop.time()
         started = time.perf_counter()
