@@ -165,6 +165,9 @@ class Proc:
         return self.proc.pid if self.running and self.proc is not None else None
 
     async def start(self) -> None:
+        if self.running:
+            # One process per Proc: a second start must not orphan the first.
+            await self.kill()
         out = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -334,6 +337,8 @@ class Chaos:
         self.touched: set[str] = set()
         self.claimed: set[str] = set()
         """Nodes that claimed convergence while they differed (reported once each)."""
+        self.held_down: set[str] = set()
+        """Nodes a compaction keeps down: the node killer leaves them alone."""
 
     # --- set-up -----------------------------------------------------------------
 
@@ -524,11 +529,14 @@ class Chaos:
         low, high = self.plan.kill_every
         while not await self._pause(self.rng.uniform(low, high)):
             async with self.gate.passing():
-                up = await self._up_nodes()
+                up = [n for n in await self._up_nodes() if n.name not in self.held_down]
+                free = [n for n in self.nodes if n.name not in self.held_down]
                 if up and self.rng.random() >= STARTING_KILL_SHARE:
                     node = self.rng.choice(up)
+                elif free:
+                    node = self.rng.choice(free)
                 else:
-                    node = self.rng.choice(self.nodes)
+                    continue
                 await self._crash(node)
                 await node.start()
 
@@ -613,7 +621,8 @@ class Chaos:
     async def compact_under_down_node(self, i: int) -> None:
         assert self.registry is not None
         async with self.gate.passing():
-            node = self.rng.choice(self.nodes)
+            node = self.rng.choice([n for n in self.nodes if n.name not in self.held_down])
+            self.held_down.add(node.name)
             await self._crash(node)
         try:
             head = self.seen
@@ -627,6 +636,7 @@ class Chaos:
         except TimeoutError:
             self.tally.problems.append("a compaction was skipped: no writes went through")
         finally:
+            self.held_down.discard(node.name)
             await node.start()
 
     async def _seen_past(self, revision: int) -> bool:

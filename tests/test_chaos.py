@@ -9,7 +9,10 @@ must hold every check.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +172,21 @@ def test_record_lines_cut_by_a_kill_are_skipped(tmp_path: Path) -> None:
         read_record(record)
 
 
+def _processes_naming(text: str) -> dict[int, str]:
+    """Live processes whose command line contains ``text`` (pid -> command line)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found[int(entry.name)] = cmd[:300]
+    return found
+
+
 @pytest.mark.timeout(300)
 def test_short_chaos_run_holds_every_check(tmp_path: Path) -> None:
     """``bench/chaos.py --short`` on etcd and on SQLite (see the harness's docstring):
@@ -181,6 +199,11 @@ def test_short_chaos_run_holds_every_check(tmp_path: Path) -> None:
          "--workdir", str(tmp_path / "work"), *(f"--tolerate={c}" for c in NOT_HOLDING_YET)],
         capture_output=True, text=True, timeout=280, cwd=REPO)
     report = proc.stdout + proc.stderr[-3000:]
+    left = _processes_naming(str(tmp_path / "work"))
+    for pid in left:  # the test leaves nothing behind, even when it fails
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind by the harness: {left}"
     runs = json.loads(out.read_text()) if out.exists() else []
     assert [r["registry"] for r in runs] == ["etcd", "sqlite"], report
     failed = {r["registry"]: [k for k, ok in r["checks"].items()
