@@ -67,11 +67,14 @@ class Epoch:
             self.puts[key].add(revision)
         self.revision = max(self.revision, revision)
 
-    def ended_by(self, key: str, version: int) -> int | None:
-        """Revision of the delete that ended the life holding ``version``."""
+    def ended_by(self, key: str, version: int, upto: int | None = None) -> int | None:
+        """Revision of the delete that ended the life holding ``version``; with
+        ``upto``, only a delete at or below that revision counts."""
         deletes = self.deletes.get(key, [])
         i = bisect.bisect_right(deletes, version)
-        return deletes[i] if i < len(deletes) else None
+        if i < len(deletes) and (upto is None or deletes[i] <= upto):
+            return deletes[i]
+        return None
 
     def present(self) -> dict[str, int]:
         """Key → mod_revision of every key alive at the end of this epoch."""
@@ -132,6 +135,16 @@ class Timeline:
     def epoch_since(self, at: float) -> int:
         """Index of the last epoch begun by wall-clock time ``at``."""
         return max(i for i, epoch in enumerate(self.epochs) if epoch.start <= at)
+
+    def written_upto(self, index: int, at: float) -> int | None:
+        """Highest revision epoch ``index`` can have written by wall-clock ``at``, when
+        known: between a restore and every node holding it the writer is paused, so
+        nothing above the backup's revision exists yet (a delete the new history
+        makes later must not be taken for one a node hands in that window)."""
+        epoch = self.epochs[index]
+        if index > 0 and (epoch.settled == 0 or at < epoch.settled):
+            return epoch.base
+        return None
 
     def epoch_of(self, at: float, version: int) -> int:
         """Index of the epoch a call at wall-clock ``at`` handing ``version`` belongs to."""
@@ -229,7 +242,8 @@ def check_calls(calls: list[Call], timeline: Timeline, final: dict[str, int]) ->
             continue
         position = call.revision
         if call.op == "delete":
-            ended = epoch.ended_by(call.key, call.revision)
+            ended = epoch.ended_by(call.key, call.revision,
+                                   timeline.written_upto(index, call.at))
             found = (ended, index) if ended is not None else timeline.lost_delete(
                 call.key, call.revision, call.at)
             if found is None:

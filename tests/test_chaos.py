@@ -146,6 +146,26 @@ def test_a_delete_the_restore_threw_away_may_be_handed_before_the_node_saw_it() 
     assert verdict.problems == [] and verdict.rewinds == 1
 
 
+def test_a_delete_handed_before_convergence_is_not_a_later_delete_of_the_new_history() \
+        -> None:
+    """Version 5 was deleted at 9, lost by the restore to 6; a node replays that delete
+    at 10.5 (before it saw the restore), then applies the restored 5 at 11; after
+    convergence (12) the new history deletes 5 at 8, a revision the lost one had too.
+    The replayed delete belongs to the lost history, not to the delete at 8 that did
+    not exist yet: one rewind, no going back."""
+    timeline = _timeline((5, False), (9, True))
+    timeline.restore(base=6, at=10.0)
+    timeline.settled(12.0)
+    timeline.record(KEY, 8, True)
+    calls = [_apply(5, at=1), _delete(5, at=2), _delete(5, at=10.5), _apply(5, at=11),
+             _delete(5, at=13)]
+    verdict = check_calls(calls, timeline, {})
+    assert verdict.problems == [] and verdict.rewinds == 1
+    # After convergence the same step back is caught.
+    late = [*calls[:2], _delete(5, at=12.5), _apply(5, at=12.6), _delete(5, at=13)]
+    assert any("went back" in p for p in check_calls(late, timeline, {}).problems)
+
+
 def test_after_a_restore_a_new_write_may_reuse_a_lost_revision() -> None:
     """The handler deleted the life of 8 at 9 before the restore to 6; the restored
     registry lacks the key; a new create reuses revision 7: a new revision space."""
