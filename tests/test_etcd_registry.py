@@ -20,6 +20,7 @@ from schemacache import (
     CompactedError,
     Event,
     EventType,
+    NotFoundError,
     ReferencedError,
     RegistryUnavailableError,
     Resource,
@@ -222,6 +223,26 @@ async def test_node_lease_expires_refresh_reregisters_revoke_removes(reg: Any) -
     assert not await n1_gone()
     await lease.revoke()
     assert await n1_gone()
+
+
+async def test_revisions_name_the_last_schema_write_not_other_keys(reg: Any) -> None:
+    """The cluster-wide revision counts node registrations; the schema revision
+    read with it is the last schema write's (put, apply, delete, cascade)."""
+    _, before = await reg.revisions()
+    assert before is None  # nothing written yet: the registry cannot tell
+    written = await reg.put(group("g"))
+    await reg.register_node("n", "http://127.0.0.1:9", ttl=30)
+    cluster, schema = await reg.revisions()
+    assert schema == written and cluster > written
+    [result] = await reg.apply([rule("g", "r")])
+    assert (await reg.revisions())[1] == result.revision
+    deleted = await reg.delete("group/g", cascade=True)
+    assert (await reg.revisions())[1] == deleted
+    # A refused write moves nothing.
+    with pytest.raises(NotFoundError):
+        await reg.delete("group/g")
+    assert (await reg.revisions())[1] == deleted
+    assert [r.key for r in (await reg.list())[0]] == []  # the mark is no resource
 
 
 async def test_cluster_id_is_stable_and_differs_per_cluster(etcd: EtcdCluster, reg: Any) -> None:

@@ -121,6 +121,8 @@ class Node:
         self.monitor_interval = settings.monitor_interval
         self.max_pending_keys = settings.max_pending_keys
         self.registry_revision = 0
+        self.schema_revision = 0
+        """The registry's last schema write, as last probed (0: not known)."""
         self._rewinds_seen = 0
         self._store: StateStore | None = None
         self._rec: Reconciler | None = None
@@ -255,6 +257,9 @@ class Node:
         if backlog is not None:
             await backlog.done.wait()
         freeze_long_lived()  # the initial sync just built the whole cache
+        # Know the registry's revision before saying ready, so the first status
+        # of a node still catching up shows its lag.
+        await self._probe()
         self._ready.set()
         log.info("node %s ready at revision %d", self._name, self._reconciler.settled_revision)
 
@@ -334,14 +339,12 @@ class Node:
 
     def known_registry_revision(self) -> int:
         """The newest registry revision the node knows the schema at: what its
-        watch delivered (events and progress marks), and the probed revision
-        when the registry's revision counts schema writes only.  On etcd the
-        probe also counts node registrations and other applications' keys,
-        which are no lag, so only the watch tells."""
-        received = self._reconciler.received_revision
-        if self.registry.shared_revision:
-            return received
-        return max(self.registry_revision, received)
+        watch delivered (events and progress marks), and the probed revision of
+        the registry's last schema write.  On etcd the cluster-wide revision also
+        counts node registrations and other applications' keys, which are no
+        lag: the probe reads the schema write mark instead, and only the watch
+        tells when no write has set it yet."""
+        return max(self.schema_revision, self._reconciler.received_revision)
 
     def state(self) -> str:
         """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
@@ -436,35 +439,43 @@ class Node:
     async def _monitor(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            assert self._syncer is not None
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
-                # cancel that lands as the probe completes, and stop() then hangs.
-                received = self._reconciler.received_revision
-                async with asyncio.timeout(max(1.0, 2 * self.monitor_interval)):
-                    rev = await self.registry.revision()
-                self._note_registry_revision(rev, received)
-                self._syncer.note_probe(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._syncer.note_probe(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+            await self._probe()
             try:
                 self._update_gauges(loop.time())
             except Exception:
                 log.exception("node monitor failed")
             await asyncio.sleep(self.monitor_interval)
 
-    def _note_registry_revision(self, rev: int, received: int) -> None:
-        """Take the registry's revision ``rev``, read after the node had received
+    async def _probe(self) -> None:
+        """Read the registry's revisions once (reachability, lag, rewinds)."""
+        assert self._syncer is not None
+        try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancel that lands as the probe completes, and stop() then hangs.
+            received = self._reconciler.received_revision
+            async with asyncio.timeout(max(1.0, 2 * self.monitor_interval)):
+                rev, schema_rev = await self.registry.revisions()
+            self._note_registry_revision(rev, received, schema_rev)
+            self._syncer.note_probe(True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._syncer.note_probe(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+    def _note_registry_revision(self, rev: int, received: int,
+                                schema_rev: int | None = None) -> None:
+        """Take the registry's revision ``rev`` and its last schema write's
+        ``schema_rev`` (``None``: unknown), read after the node had received
         revision ``received``."""
         assert self._syncer is not None and self._repairer is not None
         if self._repairer.rewinds != self._rewinds_seen:
             # The registry's history restarted: its old revisions mean nothing.
             self._rewinds_seen = self._repairer.rewinds
             self.registry_revision = rev
+            self.schema_revision = schema_rev or 0
         else:
             self.registry_revision = max(self.registry_revision, rev)
+            self.schema_revision = max(self.schema_revision, schema_rev or 0)
         if rev < received:
             # Below what the watch had delivered: a restored backup.
             self._syncer.recheck("rewound")

@@ -108,6 +108,13 @@ class Registry(abc.ABC):
     async def revision(self) -> int:
         """The registry's current revision."""
 
+    async def revisions(self) -> tuple[int, int | None]:
+        """The registry's current revision and, read with it, the revision of its
+        last schema write (``None`` when the registry cannot tell).  Without
+        ``shared_revision`` both are :meth:`revision`."""
+        revision = await self.revision()
+        return revision, revision
+
     async def check_resume(self, start_revision: int) -> None:
         """Check that a watch can resume at ``start_revision``: raises
         :class:`CompactedError` when that history was compacted away and

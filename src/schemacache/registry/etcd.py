@@ -198,6 +198,9 @@ class EtcdRegistry(Registry):
         root = f"/{self._prefix}/"
         self._schema_root = (root + "schema/").encode()
         self._nodes_root = (root + "nodes/").encode()
+        # Put by every schema write's transaction: its mod_revision is the last
+        # schema write's revision, which the cluster-wide revision cannot tell.
+        self._schema_mark = (root + "schema-revision").encode()
         self._client: EtcdConnection | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._connect_lock = asyncio.Lock()
@@ -369,6 +372,11 @@ class EtcdRegistry(Registry):
         resp = await self._read("kvstub.Range",
                                 rpc.RangeRequest(key=self._schema_root, count_only=True))
         return int(resp.header.revision)
+
+    async def revisions(self) -> tuple[int, int | None]:
+        resp = await self._read("kvstub.Range", rpc.RangeRequest(key=self._schema_mark))
+        schema = int(resp.kvs[0].mod_revision) if resp.kvs else None
+        return int(resp.header.revision), schema
 
     async def check_resume(self, start_revision: int) -> None:
         current = await self.revision()
@@ -579,8 +587,10 @@ class EtcdRegistry(Registry):
     async def _write_txn(
         self, compares: _List[Any], success: _List[Any], failure: _List[Any]
     ) -> Any:
+        mark = rpc.RequestOp(request_put=rpc.PutRequest(key=self._schema_mark))
         return await self._unary(
-            "kvstub.Txn", rpc.TxnRequest(compare=compares, success=success, failure=failure)
+            "kvstub.Txn",
+            rpc.TxnRequest(compare=compares, success=[*success, mark], failure=failure),
         )
 
     @staticmethod
