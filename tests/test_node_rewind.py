@@ -19,6 +19,7 @@ import pytest
 
 from factories import group, measure
 from node_procs.harness import NodeProc, read_record, wait_until
+from node_procs.recording import KILL_ENV
 from schemacache import Resource, open_registry
 from schemacache.node.repair import ALERT_REWOUND
 from schemacache.observe.alerts import is_resolved
@@ -157,3 +158,68 @@ async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> 
         # The handler's own state followed the registry back (the handler was
         # never restarted: its record is one lifetime).
         assert state == want, f"{node.name}: handler state {state} != registry {want}"
+
+
+
+async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert(
+        tmp_path: Path) -> None:
+    """A node fires ``SchemaRegistryRewound`` on a restored backup and dies (SIGKILL,
+    from its handler) in the middle of its repair: the handler has just deleted a
+    key the backup lacks, the node has not resolved the alert.  The rewind is
+    durable in ``state.db`` and the restarted node takes it up: it fires the alert
+    (still unresolved), converges on the restored registry and resolves it."""
+    db = tmp_path / "registry.db"
+    url = f"sqlite:///{db}"
+    reg = open_registry(url)
+    receiver = AlertReceiver()
+    await receiver.start()
+    trigger = tmp_path / "kill"
+    state_dir = tmp_path / "state"
+    node = NodeProc(url, state_dir, "rw-kill", record=tmp_path / "rec.log",
+                    env={KILL_ENV: str(trigger)},
+                    extra=["--alert-webhook", receiver.url, "--repair-interval", "0"])
+
+    def rewind_alerts() -> list[str]:
+        return ["resolved" if is_resolved(a) else "firing" for a in receiver.received
+                if a["labels"]["alertname"] == ALERT_REWOUND]
+
+    try:
+        await node.start()
+        await node.wait_url()
+        await reg.put(group("g"))
+        await reg.put(measure("g", "kept"))
+        backup = tmp_path / "backup.db"
+        _online_copy(db, backup)
+        await reg.put(measure("g", "lost"))
+
+        async def caught_up() -> bool:
+            return "measure/g/lost" in await _node_map(node)
+
+        await wait_until(caught_up, CONVERGE_TIMEOUT, "the node to hold the lost write")
+        trigger.write_text("delete measure/g/lost 0")
+        _online_copy(backup, db)
+        assert node.proc is not None
+        await asyncio.wait_for(node.proc.wait(), CONVERGE_TIMEOUT)
+        await node.kill()  # reaps the output reader
+        trigger.unlink()
+        with sqlite3.connect(state_dir / "state.db") as conn:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        assert meta.get("rewound"), meta
+        assert "resolved" not in rewind_alerts()
+        await node.start()
+        await node.wait_url()
+
+        async def resolved() -> bool:
+            return rewind_alerts()[-1:] == ["resolved"]
+
+        await wait_until(resolved, CONVERGE_TIMEOUT, f"{ALERT_REWOUND} resolved after the restart")
+        assert await _node_map(node) == await _registry_map(reg)
+        status: dict[str, Any] = await node.get("/v1/status")
+        assert status["failures"] == [] and status["state"] == "ready"
+        with sqlite3.connect(state_dir / "state.db") as conn:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        assert not meta.get("rewound"), meta
+    finally:
+        await node.stop()
+        await receiver.stop()
+        await reg.close()

@@ -184,12 +184,15 @@ class Node:
                 repair_backoff_cap=self.repair_backoff_cap)
             rec.load(loaded)
             fresh = loaded.fresh
+            rewound = loaded.rewound
             del loaded  # its dicts are garbage now: not worth freezing
             freeze_long_lived()
         self._repairer = Repairer(
             self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
             backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
         rec.repairer = self._repairer
+        if rewound is not None:
+            self._repairer.resume_rewound(rewound)
         self._syncer = Syncer(
             self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
             reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)

@@ -217,7 +217,8 @@ class Repairer:
             reason = run.reason = "reset"
         rewound = not reset and (reason == "rewound" or revision < rec.received_revision)
         if rewound:
-            self.note_rewound(revision, rec.received_revision)
+            if revision < rec.received_revision:  # else one taken up after a restart
+                self.note_rewound(revision, rec.received_revision)
             reason = run.reason = "rewound"
         with pause:
             batch = rec.refresh_from_listing(resources, revision, reset=reset,
@@ -236,6 +237,7 @@ class Repairer:
             # has its own alert): the node converged on the registry's new history.
             self.rewinds += 1
             self.alerter.resolve(ALERT_REWOUND)
+            self.reconciler.store.set_rewound(None)
         self._finish(run, outcome, started, revision, enqueued, None)
 
     async def check_registry(self) -> str | None:
@@ -263,9 +265,23 @@ class Repairer:
         log.warning("the registry went back to revision %d, below revision %d this node "
                     "received (a restored backup?): relisting and reconciling against what "
                     "the handler applied", registry_revision, seen)
-        self.alerter.fire(ALERT_REWOUND, severity="critical",
-                          summary=f"registry rewound to revision {registry_revision} below "
-                                  f"revision {seen} this node received; resyncing")
+        self._fire_rewound(f"registry rewound to revision {registry_revision} below "
+                           f"revision {seen} this node received; resyncing")
+
+    def resume_rewound(self, summary: str) -> RepairRun:
+        """Take up a rewind a previous process of the node fired ``SchemaRegistryRewound``
+        for (``summary``) and did not converge after: fire it again and repair, which
+        resolves it."""
+        log.warning("the node stopped before converging after a registry rewind (%s): "
+                    "repairing", summary)
+        self._fire_rewound(summary)
+        return self.request("rewound")
+
+    def _fire_rewound(self, summary: str) -> None:
+        # Durable before the repair changes anything: a node killed between firing
+        # and resolving takes the rewind up again when it restarts.
+        self.reconciler.store.set_rewound(summary)
+        self.alerter.fire(ALERT_REWOUND, severity="critical", summary=summary)
 
     def _finish(self, run: RepairRun, outcome: str, started: float, revision: int | None,
                 enqueued: int, error: str | None) -> None:

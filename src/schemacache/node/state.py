@@ -93,6 +93,8 @@ class LoadedState:
     fresh: bool = True
     received_revision: int = 0
     cluster_id: str | None = None
+    rewound: str | None = None
+    """The summary of a registry rewind the node had not converged after."""
     desired: dict[str, tuple[int, bool, Resource]] = field(default_factory=dict)
     applied: dict[str, tuple[int, Resource]] = field(default_factory=dict)
     failures: dict[str, FailureRecord] = field(default_factory=dict)
@@ -208,6 +210,7 @@ class StateStore:
         loaded = LoadedState(fresh="received_revision" not in meta)
         loaded.received_revision = int(meta.get("received_revision", "0"))
         loaded.cluster_id = meta.get("cluster_id")
+        loaded.rewound = meta.get("rewound") or None
         for key, rev, deleted, text in conn.execute(
                 "SELECT key, revision, deleted, resource FROM desired"):
             loaded.desired[key] = (int(rev), bool(deleted), Resource.from_stored(_decode(text)))
@@ -321,6 +324,11 @@ class StateStore:
 
     def set_cluster_id(self, cluster_id: str) -> None:
         self._meta["cluster_id"] = cluster_id
+        self._poke()
+
+    def set_rewound(self, summary: str | None) -> None:
+        """Record a registry rewind in progress (``None``: the node converged after it)."""
+        self._meta["rewound"] = summary or ""
         self._poke()
 
     def _pending(self) -> int:
