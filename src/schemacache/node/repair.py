@@ -218,7 +218,7 @@ class Repairer:
         rewound = not reset and (reason == "rewound" or revision < rec.received_revision)
         if rewound:
             if revision < rec.received_revision:  # else one taken up after a restart
-                self.note_rewound(revision, rec.received_revision)
+                await self.note_rewound(revision, rec.received_revision)
             reason = run.reason = "rewound"
         with pause:
             batch = rec.refresh_from_listing(resources, revision, reset=reset,
@@ -259,14 +259,20 @@ class Repairer:
     def _adopt_cluster_id(self, cluster_id: str) -> None:
         self.reconciler.state.set_cluster_id(cluster_id)
 
-    def note_rewound(self, registry_revision: int, seen: int) -> None:
+    async def note_rewound(self, registry_revision: int, seen: int) -> None:
         """Fire ``SchemaRegistryRewound``: the registry is at ``registry_revision``,
         below revision ``seen`` the node already received."""
         log.warning("the registry went back to revision %d, below revision %d this node "
                     "received (a restored backup?): relisting and reconciling against what "
                     "the handler applied", registry_revision, seen)
-        self._fire_rewound(f"registry rewound to revision {registry_revision} below "
-                           f"revision {seen} this node received; resyncing")
+        summary = (f"registry rewound to revision {registry_revision} below revision "
+                   f"{seen} this node received; resyncing")
+        # Committed before anyone hears of it: a node killed between firing and
+        # resolving takes the rewind up again when it restarts.
+        self.reconciler.store.set_rewound(summary)
+        with contextlib.suppress(Exception):  # a failing store has its own alert
+            await self.reconciler.store.flush()
+        self._fire_rewound(summary)
 
     def resume_rewound(self, summary: str) -> RepairRun:
         """Take up a rewind a previous process of the node fired ``SchemaRegistryRewound``
@@ -278,9 +284,6 @@ class Repairer:
         return self.request("rewound")
 
     def _fire_rewound(self, summary: str) -> None:
-        # Durable before the repair changes anything: a node killed between firing
-        # and resolving takes the rewind up again when it restarts.
-        self.reconciler.store.set_rewound(summary)
         self.alerter.fire(ALERT_REWOUND, severity="critical", summary=summary)
 
     def _finish(self, run: RepairRun, outcome: str, started: float, revision: int | None,

@@ -159,7 +159,7 @@ class Syncer:
                 reason = "compacted"
             except RegistryRewoundError as exc:
                 self.metrics.watch_restarts.labels(reason="rewound").inc()
-                self.repairer.note_rewound(exc.revision, exc.seen)
+                await self.repairer.note_rewound(exc.revision, exc.seen)
                 reason = "rewound"
             except asyncio.CancelledError:
                 raise
