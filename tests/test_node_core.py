@@ -155,9 +155,10 @@ async def test_initial_sync_watch_and_cache(reg: Registry, tmp_path: Path) -> No
         assert st["node"] == "n1" and st["state"] == "ready"
         assert st["applied_revision"] == rev == st["received_revision"]
         assert st["cache"] == {"size": 2, "digest": await registry_digest(reg)}
-        assert set(st["repair"]) == {"running", "pending", "count", "last_outcome",
+        assert set(st["repair"]) == {"running", "pending", "count", "last_reason", "last_outcome",
                                      "last_finished"}
         assert st["repair"]["count"] == 1 and st["repair"]["last_outcome"] == "ok"
+        assert st["repair"]["last_reason"] == "startup"
         snap = node.cache_snapshot()
         assert snap["applied_revision"] == rev
         assert [r["metadata"]["name"] for r in snap["resources"]] == ["g1", "m2"]

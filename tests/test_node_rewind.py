@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from factories import group, measure
@@ -209,6 +210,16 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         await node.start()
         await node.wait_url()
 
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=5) as client:
+                return (await client.get(f"{node.url}/readyz")).status_code == 200
+
+        await wait_until(ready, CONVERGE_TIMEOUT, "the restarted node to be ready")
+        # Ready only once the rewind the killed process left open was repaired.
+        first: dict[str, Any] = await node.get("/v1/status")
+        assert first["repair"]["last_reason"] == "rewound", first["repair"]
+        assert first["registry"]["rewinds"] == 1, first["registry"]
+
         async def resolved() -> bool:
             return rewind_alerts()[-1:] == ["resolved"]
 
@@ -219,6 +230,81 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         with sqlite3.connect(state_dir / "state.db") as conn:
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         assert not meta.get("rewound"), meta
+    finally:
+        await node.stop()
+        await receiver.stop()
+        await reg.close()
+
+
+async def test_a_backup_restored_and_written_past_while_a_node_was_down(
+        tmp_path: Path) -> None:
+    """The node stops at revision R; a backup older than R is restored and written
+    to until the registry is past R, so its revision alone cannot tell: the
+    change at R is another one.  The restarted node fires ``SchemaRegistryRewound``
+    before it says ready, drops every version of the lost history (an update the
+    backup lacks, a delete it lacks, a create it lacks), converges on the
+    registry and resolves the alert; no handler call hands a version the
+    registry never had after the restart."""
+    db = tmp_path / "registry.db"
+    url = f"sqlite:///{db}"
+    reg = open_registry(url)
+    receiver = AlertReceiver()
+    await receiver.start()
+    record = tmp_path / "rec.log"
+    node = NodeProc(url, tmp_path / "state", "rw-past", record=record,
+                    extra=["--alert-webhook", receiver.url, "--repair-interval", "0"])
+
+    def rewind_alerts() -> list[str]:
+        return ["resolved" if is_resolved(a) else "firing" for a in receiver.received
+                if a["labels"]["alertname"] == ALERT_REWOUND]
+
+    try:
+        await node.start()
+        await node.wait_url()
+        await reg.put(group("g"))
+        for i in range(4):
+            await reg.put(measure("g", f"m{i}"))
+        backup = tmp_path / "backup.db"
+        _online_copy(db, backup)
+        await reg.put(measure("g", "m0", fields=("lost",)))    # an update the backup lacks
+        await reg.delete("measure/g/m1")                        # a delete it lacks
+        await reg.put(measure("g", "lost"))                     # a create it lacks
+        lost_head = await reg.revision()
+
+        async def holds_lost() -> bool:
+            return await _node_map(node) == await _registry_map(reg)
+
+        await wait_until(holds_lost, CONVERGE_TIMEOUT, "the node to hold the lost history")
+        await node.stop()
+        _online_copy(backup, db)
+        # Written past the node's received revision: the numbers are reused.
+        for i in range(4):
+            await reg.put(measure("g", f"new{i}"))
+        assert await reg.revision() > lost_head
+        await node.start()
+        await node.wait_url()
+
+        async def resolved() -> bool:
+            return rewind_alerts()[-1:] == ["resolved"]
+
+        await wait_until(resolved, CONVERGE_TIMEOUT, f"{ALERT_REWOUND} fired and resolved")
+        assert rewind_alerts()[0] == "firing"
+        want = await _registry_map(reg)
+        assert await _node_map(node) == want
+        assert "measure/g/m1" in want and "measure/g/lost" not in want
+        status: dict[str, Any] = await node.get("/v1/status")
+        assert status["state"] == "ready" and status["registry"]["rewinds"] == 1
+        # The handler followed: the restored m0 and m1 again, the lost create deleted.
+        calls = read_record(record)[-1]  # the lifetime after the restart
+        state: dict[str, int] = {}
+        for call in calls:
+            if call.op == "apply":
+                state[call.key] = call.revision
+            else:
+                state.pop(call.key, None)
+        assert {k: state.get(k) for k in ("measure/g/m0", "measure/g/m1")} == {
+            "measure/g/m0": want["measure/g/m0"], "measure/g/m1": want["measure/g/m1"]}
+        assert any(c.op == "delete" and c.key == "measure/g/lost" for c in calls)
     finally:
         await node.stop()
         await receiver.stop()

@@ -30,12 +30,14 @@ from schemacache import (
     Event,
     NotFoundError,
     ReferencedError,
+    RegistryRewoundError,
     RegistryUnavailableError,
     Resource,
     ValidationError,
     open_registry,
 )
 from schemacache.registry import sqlite as sqlite_module
+from schemacache.registry.history import event_mark
 from schemacache.registry.sqlite import SqliteRegistry, SqliteStoreError
 
 PROCS = Path(__file__).parent / "sqlite_procs"
@@ -721,3 +723,43 @@ def test_sigkill_mid_stream_leaves_store_consistent(tmp_path: Path, procs: Procs
 
     asyncio.run(reopen())
     _check_consistent(db)
+
+
+# ---------------------------------------------------------------- restored and written past
+
+
+def _online_copy(source: str, target: str) -> None:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+async def test_a_backup_restored_and_written_past_is_told_by_its_change_marks(
+        reg: SqliteRegistry, db: str, tmp_path: Path) -> None:
+    """Revision R names another change once a backup older than R was restored and
+    written past R: ``check_resume`` with the mark of the change seen at R refuses
+    (diverged), with the registry's own mark it passes, and a running watch whose
+    cursor is past the backup raises instead of reading the new history on."""
+    await reg.put(group("g"))
+    backup = str(tmp_path / "backup.db")
+    _online_copy(db, backup)
+    await reg.put(measure("lost", "g"))
+    watch = reg.watch("", start_revision=1)
+    events = await collect(watch, 2)
+    seen = events[-1]
+    assert await reg.check_resume(seen.revision + 1, event_mark(seen)) is None
+    _online_copy(backup, db)
+    await reg.put(measure("new", "g"))
+    await reg.put(measure("newer", "g"))
+    assert await reg.revision() > seen.revision
+    with pytest.raises(RegistryRewoundError) as refused:
+        await reg.check_resume(seen.revision + 1, event_mark(seen))
+    assert refused.value.diverged and refused.value.seen == seen.revision
+    own = await collect(reg.watch("", start_revision=seen.revision), 1)
+    await reg.check_resume(seen.revision + 1, event_mark(own[0]))
+    with pytest.raises(RegistryRewoundError):
+        await collect(watch, 1)
+    await watch.aclose()  # type: ignore[attr-defined]

@@ -86,11 +86,20 @@ class RegistryRewoundError(SchemaCacheError):
         received revision).
     """
 
-    def __init__(self, revision: int, seen: int):
+    def __init__(self, revision: int, seen: int, diverged: bool = False):
         self.revision = revision
         self.seen = seen
-        super().__init__(f"registry revision {revision} is below revision {seen} already "
-                         "seen: the registry was rewound (a backup restored?)")
+        self.diverged = diverged
+        """The registry is not below ``seen``, but its change at ``seen`` is
+        another one: a backup restored and written past ``seen`` since."""
+        if diverged:
+            text = (f"the registry's change at revision {seen} is not the one already "
+                    f"seen there (registry at {revision}): the registry was rewound and "
+                    "written past it (a backup restored?)")
+        else:
+            text = (f"registry revision {revision} is below revision {seen} already "
+                    "seen: the registry was rewound (a backup restored?)")
+        super().__init__(text)
 
 
 class RegistryUnavailableError(SchemaCacheError):

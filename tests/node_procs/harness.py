@@ -32,7 +32,7 @@ START_TIMEOUT = 60.0
 """Seconds a node subprocess may take to print its admin URL (2 busy cores)."""
 POLL_INTERVAL = 0.02
 HTTP_TIMEOUT = 10.0
-_URL_RE = re.compile(r"(http://127\.0\.0\.1:\d+)")
+_URL_RE = re.compile(r"\badmin (http://127\.0\.0\.1:\d+)")
 _OUTPUT_KEPT = 400
 
 

@@ -191,11 +191,12 @@ class Node:
             self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
             backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
         rec.repairer = self._repairer
-        if rewound is not None:
-            self._repairer.resume_rewound(rewound)
         self._syncer = Syncer(
             self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
             reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)
+        if rewound is not None:
+            # Not ready before the rewind the last process did not converge after is.
+            self._syncer.startup_run = self._repairer.resume_rewound(rewound)
         backlog: WorkBatch | None = None
         if not fresh:
             await self._replay()

@@ -23,6 +23,7 @@ from ..kinds import level, references
 from ..model import Event, EventType, Resource
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
+from ..registry.history import event_mark
 from .deps import Dependencies
 from .failures import ALERT_EXHAUSTED, FailureLog
 from .handler import HandlerCaller
@@ -104,6 +105,8 @@ class Reconciler:
         self.workers = Workers(self.queue, workers, reconcile=self._reconcile,
                                on_error=self._retry_after_error, outcome=self._outcome)
         self.progress = Progress()
+        self._received: Event | str = ""
+        """The change received at the received revision, or its mark ("": unknown)."""
         self.deps = Dependencies(metrics.blocked_keys)
         self.failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
         self._meters = ReconcileMeters(metrics)
@@ -135,6 +138,7 @@ class Reconciler:
 
     def _load(self, loaded: LoadedState) -> None:
         self.progress.received_revision = loaded.received_revision
+        self._received = loaded.received_mark
         self.state.cluster_id = loaded.cluster_id
         for key, (rev, deleted, res) in loaded.desired.items():
             self.desired[key] = Desired(rev, deleted, res)
@@ -243,13 +247,15 @@ class Reconciler:
                 self.state.set_desired(key, d, event.stored_json)
                 self._desired_changed(key, d, PRIO_LIVE)
         if self.progress.receive(event.revision):
-            self.store.set_received_revision(event.revision)
+            self._received = event
+            self.store.set_received_revision(event.revision, event)
         self.progress.notify()
 
     def on_progress(self, revision: int) -> None:
         """Take a watch progress mark: nothing under the schema changed after
         the events received so far, up to ``revision``."""
         if self.progress.receive(revision):
+            self._received = ""
             self.store.set_received_revision(revision)
             self.progress.notify()
 
@@ -277,14 +283,20 @@ class Reconciler:
             belongs to a history the registry no longer has -- those desired
             versions are replaced by the listing (or a tombstone) and those
             applied versions are applied again; versions at or below it are
-            the registry's own and stay.
+            the registry's own and stay.  When ``revision`` is not below the
+            received revision (restored, then written past it), every desired
+            version is replaced and every applied one applied again.
         """
         listed: dict[str, Resource] = {}
         for r in resources:
             if r.kind != NODE_KIND:
                 listed[r.key] = r
+        # Rewound below what the node received, the versions above the listing are
+        # the lost ones; at or past it (restored, then written past) revisions cannot
+        # tell lost from kept, so every version is taken from the listing again.
+        past = rewound and revision >= self.progress.received_revision
         if rewound and not reset:
-            self._forget_future(revision)
+            self._forget_future(0 if past else revision)
         if reset:
             self.state.mark_reapply(list(self.applied), durable=True)
             for key in self.limiter.keys() + self.repair_limiter.keys():
@@ -295,7 +307,7 @@ class Reconciler:
             self.repair_limiter.clear()
         for key, r in listed.items():
             cur = self.desired.get(key)
-            if reset or cur is None or cur.revision < r.mod_revision or (
+            if reset or past or cur is None or cur.revision < r.mod_revision or (
                     rewound and cur.revision != r.mod_revision):
                 d = Desired(r.mod_revision, False, r)
                 self.state.set_desired(key, d)
@@ -317,6 +329,7 @@ class Reconciler:
                 self._desired_changed_quiet(key, d)
         if reset or rewound or revision > self.progress.received_revision:
             self.progress.received_revision = revision
+            self._received = ""
             self.store.set_received_revision(revision)
         self.progress.notify()
         return self._enqueue_unsettled(list(self.desired), manual=manual, prio=PRIO_REPAIR)
@@ -599,6 +612,13 @@ class Reconciler:
 
     def _is_settled_applied(self, key: str, d: Desired) -> bool:
         return self.state.is_settled(key, d)
+
+    @property
+    def received_mark(self) -> str:
+        """The change mark of the change received at :attr:`received_revision`
+        (``""``: not known, e.g. the revision of a listing or a progress mark)."""
+        received = self._received
+        return received if isinstance(received, str) else event_mark(received)
 
     @property
     def received_revision(self) -> int:

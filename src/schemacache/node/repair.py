@@ -122,6 +122,7 @@ class Repairer:
             "running": self._current is not None,
             "pending": self._pending is not None,
             "count": self.count,
+            "last_reason": self.last_reason,
             "last_outcome": self.last_outcome,
             "last_finished": self.last_finished,
         }

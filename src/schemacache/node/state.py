@@ -36,7 +36,8 @@ import pydantic_core
 
 from .._gc import gc_paused
 from .._sqlite import enable_wal
-from ..model import Resource
+from ..model import Event, Resource
+from ..registry.history import event_mark
 from .dirlock import DirLock
 from .failures import FailureRecord
 
@@ -92,6 +93,8 @@ class LoadedState:
 
     fresh: bool = True
     received_revision: int = 0
+    received_mark: str = ""
+    """The change mark of the change received at ``received_revision`` ("": unknown)."""
     cluster_id: str | None = None
     rewound: str | None = None
     """The summary of a registry rewind the node had not converged after."""
@@ -131,6 +134,7 @@ class StateStore:
         self._applied: dict[str, _Applied] = {}
         self._failures: dict[str, FailureRecord | None] = {}
         self._meta: dict[str, str] = {}
+        self._received_event: Event | None = None
         self._durable_desired: dict[str, int] = {}
         self.on_desired_committed: Callable[[Iterable[str]], None] | None = None
         """Called (on the event loop) with the keys whose desired rows a commit wrote."""
@@ -209,6 +213,7 @@ class StateStore:
         conn.executescript(_SCHEMA)
         loaded = LoadedState(fresh="received_revision" not in meta)
         loaded.received_revision = int(meta.get("received_revision", "0"))
+        loaded.received_mark = meta.get("received_mark", "")
         loaded.cluster_id = meta.get("cluster_id")
         loaded.rewound = meta.get("rewound") or None
         for key, rev, deleted, text in conn.execute(
@@ -318,8 +323,13 @@ class StateStore:
             return None
         return f"{type(self._error).__name__}: {self._error}"
 
-    def set_received_revision(self, revision: int) -> None:
+    def set_received_revision(self, revision: int, event: Event | None = None) -> None:
+        """Record the received revision and the change received there (``None``:
+        not known, e.g. a listing's revision), whose change mark is recorded
+        with it (worked out at commit time, off the event path)."""
         self._meta["received_revision"] = str(revision)
+        self._meta["received_mark"] = ""
+        self._received_event = event
         self._poke()
 
     def set_cluster_id(self, cluster_id: str) -> None:
@@ -363,6 +373,9 @@ class StateStore:
     # --- flusher ------------------------------------------------------------
 
     def _take(self) -> _Batch:
+        if self._received_event is not None and "received_mark" in self._meta:
+            self._meta["received_mark"] = event_mark(self._received_event)
+        self._received_event = None
         batch = (self._desired, self._applied, self._failures, self._meta)
         self._desired, self._applied, self._failures, self._meta = {}, {}, {}, {}
         return batch

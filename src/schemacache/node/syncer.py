@@ -52,6 +52,12 @@ class EventSink(Protocol):
         ...
 
     @property
+    def received_mark(self) -> str:
+        """The change mark of the change at :attr:`received_revision` ("": unknown):
+        the watch resumes only on a registry whose change there is the same."""
+        ...
+
+    @property
     def urgent(self) -> int:
         """Keys waiting to be handled (how far behind the handler is)."""
         ...
@@ -145,7 +151,7 @@ class Syncer:
                 start = rec.received_revision + 1
                 # Ready only once the resume point is known good: not compacted
                 # away, not above a registry that went back.
-                await self.registry.check_resume(start)
+                await self.registry.check_resume(start, rec.received_mark or None)
                 self.synced.set()
                 self._set_connected(True)
                 failures = 0

@@ -115,12 +115,16 @@ class Registry(abc.ABC):
         revision = await self.revision()
         return revision, revision
 
-    async def check_resume(self, start_revision: int) -> None:
+    async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         """Check that a watch can resume at ``start_revision``: raises
         :class:`CompactedError` when that history was compacted away and
         :class:`RegistryRewoundError` when ``start_revision - 1`` is above the
-        registry's revision (it went back: a restored backup).  The default
-        checks the revision only; backends that can tell check compaction too."""
+        registry's revision (it went back: a restored backup), or when ``mark``
+        (the :func:`~schemacache.registry.history.change_mark` of the change
+        received at ``start_revision - 1``; default ``None``: not known) names
+        another change than the registry's own at that revision (a restored
+        backup written past it since).  The default checks the revision only;
+        backends that can tell check compaction and marks too."""
         current = await self.revision()
         if start_revision - 1 > current:
             raise RegistryRewoundError(current, start_revision - 1)

@@ -378,7 +378,7 @@ class EtcdRegistry(Registry):
         schema = int(resp.kvs[0].mod_revision) if resp.kvs else None
         return int(resp.header.revision), schema
 
-    async def check_resume(self, start_revision: int) -> None:
+    async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         current = await self.revision()
         if start_revision - 1 > current:
             raise RegistryRewoundError(current, start_revision - 1)

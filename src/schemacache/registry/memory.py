@@ -69,10 +69,10 @@ class MemoryRegistry(Registry):
     async def revision(self) -> int:
         return self._revision
 
-    async def check_resume(self, start_revision: int) -> None:
+    async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         if start_revision < self._compact_revision:
             raise CompactedError(self._compact_revision, start_revision)
-        await super().check_resume(start_revision)
+        await super().check_resume(start_revision)  # one process: no other history
 
     async def cluster_id(self) -> str:
         return self._cluster_id

@@ -62,6 +62,7 @@ from .base import (
     NodeLease,
     Registry,
 )
+from .history import change_mark, event_mark
 from .rules import (
     ApplyResult,
     candidate_prefixes_closure,
@@ -217,12 +218,16 @@ class SqliteRegistry(Registry):
     async def list(self, prefix: str = "") -> tuple[_Resources, int]:
         return await self._read(self._list, prefix)
 
-    async def check_resume(self, start_revision: int) -> None:
+    async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         _, revision, compact_revision = await self._run(self._meta)
         if start_revision < compact_revision:
             raise CompactedError(compact_revision, start_revision)
         if start_revision - 1 > revision:
             raise RegistryRewoundError(revision, start_revision - 1)
+        if mark and start_revision > 1:
+            found = await self._read(self._mark_at, start_revision - 1)
+            if found is not None and found != mark:
+                raise RegistryRewoundError(revision, start_revision - 1, diverged=True)
 
     async def revision(self) -> int:
         return (await self._read(self._meta))[1]
@@ -272,10 +277,12 @@ class SqliteRegistry(Registry):
                 next_rev = (await self._read(self._meta))[1] + 1
             else:
                 next_rev = start_revision
+            last_mark: str | None = None
             while not self._closed:
                 seen = self._generation
                 try:
-                    events, after = await self._read(self._read_changes, prefix, next_rev)
+                    events, after, last_mark = await self._read(
+                        self._read_changes, prefix, next_rev, last_mark)
                 except RegistryUnavailableError:
                     if self._closed:
                         return
@@ -591,10 +598,19 @@ class SqliteRegistry(Registry):
                 conn.execute("COMMIT")
             return [_decode(v) for v in values], revision
 
+    @staticmethod
+    def _mark_at(conn: sqlite3.Connection, revision: int) -> str | None:
+        """The change mark of revision ``revision`` (``None``: compacted away)."""
+        row = conn.execute("SELECT key, type, resource FROM changes WHERE revision = ?",
+                           (revision,)).fetchone()
+        return None if row is None else change_mark(row[1], row[0], _decode(row[2]))
+
     def _read_changes(
-        self, conn: sqlite3.Connection, prefix: str, next_rev: int
-    ) -> tuple[_Events, int]:
-        """Events from ``next_rev`` on (one batch) and the revision to read next."""
+        self, conn: sqlite3.Connection, prefix: str, next_rev: int, last_mark: str | None = None
+    ) -> tuple[_Events, int, str | None]:
+        """Events from ``next_rev`` on (one batch), the revision to read next and
+        the mark of the last change read (``last_mark`` when none was: the mark
+        of the change at ``next_rev - 1``, checked to be still there)."""
         conn.execute("BEGIN")
         try:
             _, revision, compact_revision = self._meta(conn)
@@ -603,6 +619,10 @@ class SqliteRegistry(Registry):
             if revision < next_rev - 1:
                 # A backup was restored under this watch: its history is not ours.
                 raise RegistryRewoundError(revision, next_rev - 1)
+            if last_mark is not None and self._mark_at(conn, next_rev - 1) not in (
+                    None, last_mark):
+                # Restored and written past the cursor since the last read.
+                raise RegistryRewoundError(revision, next_rev - 1, diverged=True)
             rows = conn.execute(
                 "SELECT revision, key, type, resource FROM changes WHERE revision >= ? "
                 "ORDER BY revision LIMIT ?",
@@ -617,8 +637,12 @@ class SqliteRegistry(Registry):
                 if key.startswith(prefix)
             ]
         if rows:
-            next_rev = int(rows[-1][0]) + 1
-        return events, next_rev
+            rev, key, kind, value = rows[-1]
+            next_rev = int(rev) + 1
+            last = events[-1] if events and events[-1].revision == rev else None
+            last_mark = (event_mark(last) if last is not None
+                         else change_mark(kind, key, _decode(value)))
+        return events, next_rev, last_mark
 
     def _iter_candidates(self, conn: sqlite3.Connection, key: str) -> Iterator[Resource]:
         """The resources under the prefixes where dependents of ``key`` can live, lazily."""
