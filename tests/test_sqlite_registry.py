@@ -37,6 +37,7 @@ from schemacache import (
     open_registry,
 )
 from schemacache.registry import sqlite as sqlite_module
+from schemacache.registry import sqlite_changes
 from schemacache.registry.history import event_mark
 from schemacache.registry.sqlite import SqliteRegistry, SqliteStoreError
 
@@ -341,7 +342,7 @@ async def test_prefix_watch_reads_past_batches_of_other_keys(
     # No wake-ups at all for the watcher: it must read on by itself while
     # whole batches of the log hold no key under its prefix.
     monkeypatch.setattr(sqlite_module, "WATCH_SAFETY_WAKEUP", 3600.0)
-    monkeypatch.setattr(sqlite_module, "WATCH_BATCH", 10)
+    monkeypatch.setattr(sqlite_changes, "WATCH_BATCH", 10)
     writer = SqliteRegistry(db)
     watcher = SqliteRegistry(db, poll_interval=3600.0)
     try:

@@ -42,8 +42,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
 
-import pydantic_core
-
 from .._gc import gc_paused
 from .._sqlite import enable_wal
 from ..errors import (
@@ -54,7 +52,7 @@ from ..errors import (
     RegistryUnavailableError,
     SchemaCacheError,
 )
-from ..model import Event, EventType, Resource
+from ..model import Event, Resource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
@@ -62,7 +60,6 @@ from .base import (
     NodeLease,
     Registry,
 )
-from .history import change_mark, event_mark
 from .rules import (
     ApplyResult,
     candidate_prefixes_closure,
@@ -73,6 +70,7 @@ from .rules import (
     plan_apply,
     refuse_if_referenced,
 )
+from .sqlite_changes import decode, mark_at, read_changes, read_meta
 
 DEFAULT_POLL_INTERVAL = 0.01
 """Seconds between two checks for commits made by other connections."""
@@ -82,9 +80,6 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 
 READER_THREADS = 4
 """Threads (each with its own connection) serving reads beside the writer."""
-
-WATCH_BATCH = 1000
-"""Change rows a watcher reads per query."""
 
 WATCH_SAFETY_WAKEUP = 1.0
 """Seconds after which an idle watcher re-reads the log even without a notice."""
@@ -159,10 +154,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(last)
 
 
-def _decode(value: str) -> Resource:
-    # pydantic-core's parser is about twice as fast as json.loads here (every
-    # listing and watch batch decodes through it), and it shares repeated strings.
-    return Resource.from_stored(pydantic_core.from_json(value, cache_strings="all"))
+_decode = decode
 
 
 class SqliteRegistry(Registry):
@@ -225,7 +217,7 @@ class SqliteRegistry(Registry):
         if start_revision - 1 > revision:
             raise RegistryRewoundError(revision, start_revision - 1)
         if mark and start_revision > 1:
-            found = await self._read(self._mark_at, start_revision - 1)
+            found = await self._read(mark_at, start_revision - 1)
             if found is not None and found != mark:
                 raise RegistryRewoundError(revision, start_revision - 1, diverged=True)
 
@@ -282,7 +274,7 @@ class SqliteRegistry(Registry):
                 seen = self._generation
                 try:
                     events, after, last_mark = await self._read(
-                        self._read_changes, prefix, next_rev, last_mark)
+                        read_changes, prefix, next_rev, last_mark)
                 except RegistryUnavailableError:
                     if self._closed:
                         return
@@ -558,12 +550,7 @@ class SqliteRegistry(Registry):
 
     # --- thread side: reads -------------------------------------------------------
 
-    @staticmethod
-    def _meta(conn: sqlite3.Connection) -> tuple[str, int, int]:
-        row = conn.execute(
-            "SELECT cluster_id, revision, compact_revision FROM meta WHERE id = 1"
-        ).fetchone()
-        return str(row[0]), int(row[1]), int(row[2])
+    _meta = staticmethod(read_meta)
 
     @staticmethod
     def _data_version(conn: sqlite3.Connection) -> int:
@@ -597,52 +584,6 @@ class SqliteRegistry(Registry):
             finally:
                 conn.execute("COMMIT")
             return [_decode(v) for v in values], revision
-
-    @staticmethod
-    def _mark_at(conn: sqlite3.Connection, revision: int) -> str | None:
-        """The change mark of revision ``revision`` (``None``: compacted away)."""
-        row = conn.execute("SELECT key, type, resource FROM changes WHERE revision = ?",
-                           (revision,)).fetchone()
-        return None if row is None else change_mark(row[1], row[0], _decode(row[2]))
-
-    def _read_changes(
-        self, conn: sqlite3.Connection, prefix: str, next_rev: int, last_mark: str | None = None
-    ) -> tuple[_Events, int, str | None]:
-        """Events from ``next_rev`` on (one batch), the revision to read next and
-        the mark of the last change read (``last_mark`` when none was: the mark
-        of the change at ``next_rev - 1``, checked to be still there)."""
-        conn.execute("BEGIN")
-        try:
-            _, revision, compact_revision = self._meta(conn)
-            if next_rev < compact_revision:
-                raise CompactedError(compact_revision, next_rev)
-            if revision < next_rev - 1:
-                # A backup was restored under this watch: its history is not ours.
-                raise RegistryRewoundError(revision, next_rev - 1)
-            if last_mark is not None and self._mark_at(conn, next_rev - 1) not in (
-                    None, last_mark):
-                # Restored and written past the cursor since the last read.
-                raise RegistryRewoundError(revision, next_rev - 1, diverged=True)
-            rows = conn.execute(
-                "SELECT revision, key, type, resource FROM changes WHERE revision >= ? "
-                "ORDER BY revision LIMIT ?",
-                (next_rev, WATCH_BATCH),
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        with gc_paused():
-            events = [
-                Event.from_stored(EventType(kind), key, rev, _decode(value), value)
-                for rev, key, kind, value in rows
-                if key.startswith(prefix)
-            ]
-        if rows:
-            rev, key, kind, value = rows[-1]
-            next_rev = int(rev) + 1
-            last = events[-1] if events and events[-1].revision == rev else None
-            last_mark = (event_mark(last) if last is not None
-                         else change_mark(kind, key, _decode(value)))
-        return events, next_rev, last_mark
 
     def _iter_candidates(self, conn: sqlite3.Connection, key: str) -> Iterator[Resource]:
         """The resources under the prefixes where dependents of ``key`` can live, lazily."""
