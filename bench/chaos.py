@@ -119,15 +119,18 @@ class Plan:
     restores: int
     write_rate: float
     converge_timeout: float
+    min_kills: int
+    """Node kills the nemesis makes at least: on a loaded machine it runs past
+    ``seconds`` (for up to ``seconds`` more) until it has made them."""
     seed: int
 
 
 SHORT: dict[str, Any] = {
     "seconds": 22.0, "kill_every": (0.5, 1.0), "etcd_kills": 2, "compactions": 1, "restores": 1,
-    "write_rate": 40.0, "converge_timeout": 40.0}
+    "write_rate": 40.0, "converge_timeout": 40.0, "min_kills": 20}
 LONG: dict[str, Any] = {
     "seconds": 300.0, "kill_every": (1.0, 3.0), "etcd_kills": 6, "compactions": 4, "restores": 3,
-    "write_rate": 40.0, "converge_timeout": 90.0}
+    "write_rate": 40.0, "converge_timeout": 90.0, "min_kills": 100}
 
 
 # ---------------------------------------------------------------- processes
@@ -549,6 +552,9 @@ class Chaos:
                 await self._crash(node)
                 await node.start()
 
+    async def _killed_enough(self) -> bool:
+        return self.tally.node_kills + self.tally.starting_kills >= self.plan.min_kills
+
     async def _up_nodes(self) -> list[ChaosNode]:
         return [n for n in self.nodes if await self._answers(n)]
 
@@ -807,6 +813,8 @@ class Chaos:
             tasks.append(asyncio.create_task(self.take_backups()))
             tasks.append(asyncio.create_task(self._scheduled(plan.restores, 0.7, self.restore)))
         await self._pause(plan.seconds)
+        with contextlib.suppress(TimeoutError):
+            await self._until(self._killed_enough, plan.seconds, f"{plan.min_kills} node kills")
         self.stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
@@ -1011,6 +1019,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="how long the nemesis runs")
     p.add_argument("--kill-every", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="seconds between node kills (uniform)")
+    p.add_argument("--min-kills", type=int, help="node kills to make at least (the nemesis "
+                   "runs on past --seconds, for up to as long again, until it made them)")
     p.add_argument("--etcd-kills", type=int, help="etcd member kills (etcd)")
     p.add_argument("--compactions", type=int, help="compactions under a stopped node")
     p.add_argument("--restores", type=int, help="restores of an older backup (SQLite)")
