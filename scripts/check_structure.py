@@ -30,7 +30,7 @@ MAX_CLASS_LINES = 250
 MODULE_ALLOWLIST: dict[str, int] = {
     # Today's exceptions, each with the length it may not grow past. Shrink this
     # list as modules are split; never add to it.
-    "schemacache.node.node": 600,
+    "schemacache.node.node": 445,
     "schemacache.node.reconciler": 880,
     "schemacache.node.state": 540,
     "schemacache.registry.etcd": 840,
@@ -38,7 +38,7 @@ MODULE_ALLOWLIST: dict[str, int] = {
 }
 
 CLASS_ALLOWLIST: dict[str, int] = {
-    "schemacache.node.node.Node": 530,
+    "schemacache.node.node.Node": 390,
     "schemacache.node.reconciler.Reconciler": 790,
     "schemacache.node.state.StateStore": 400,
     "schemacache.registry.etcd.EtcdRegistry": 650,

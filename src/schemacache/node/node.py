@@ -23,11 +23,13 @@ from ..model import Resource
 from ..observe import alerts
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
-from ..registry import NodeLease, Registry
+from ..registry import Registry
 from .cache import NodeCache
 from .config import NodeSettings
 from .handler import Handler, HandlerCaller
+from .monitor import ALERT_LAGGING, ALERT_STATE_STORE, ALERT_UNREACHABLE, Monitor
 from .reconciler import ALERT_EXHAUSTED, Reconciler, WorkBatch
+from .registration import Registration
 from .repair import ALERT_REPAIR_FAILING, ALERT_REWOUND, Repairer
 from .repair import OUTCOMES as REPAIR_OUTCOMES
 from .repair import REASONS as REPAIR_REASONS
@@ -39,9 +41,6 @@ from .text import error_text, safe
 
 log = logging.getLogger(__name__)
 
-ALERT_UNREACHABLE = "SchemaRegistryUnreachable"
-ALERT_LAGGING = "SchemaCacheLagging"
-ALERT_STATE_STORE = "SchemaStateStoreFailing"
 ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING,
                ALERT_REWOUND, ALERT_STATE_STORE)
 """Every alert a node sends itself."""
@@ -113,17 +112,10 @@ class Node:
         self.alerter = alerter if alerter is not None else Alerter(
             self._name, settings.alert_webhook, resend_interval=settings.alert_resend_interval,
             metrics=self.metrics)
-        self.unreachable_alert_after = settings.unreachable_alert_after
         self.reconnect_base = settings.reconnect_base
         self.reconnect_cap = settings.reconnect_cap
-        self.lag_alert_revisions = settings.lag_alert_revisions
-        self.lag_alert_after = settings.lag_alert_after
-        self.monitor_interval = settings.monitor_interval
         self.max_pending_keys = settings.max_pending_keys
-        self.registry_revision = 0
-        self.schema_revision = 0
-        """The registry's last schema write, as last probed (0: not known)."""
-        self._rewinds_seen = 0
+        self._monitor: Monitor | None = None
         self._store: StateStore | None = None
         self._rec: Reconciler | None = None
         self._repairer: Repairer | None = None
@@ -133,8 +125,7 @@ class Node:
         self._ready = asyncio.Event()
         self._started = False
         self._stopped = False
-        self._lease: NodeLease | None = None
-        self._lag_since: float | None = None
+        self._registration = Registration(registry, self._name, settings.node_ttl)
         self.state_moved_aside: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -197,6 +188,8 @@ class Node:
         if rewound is not None:
             # Not ready before the rewind the last process did not converge after is.
             self._syncer.startup_run = self._repairer.resume_rewound(rewound)
+        self._monitor = Monitor(self.registry, self.settings, rec, self._syncer,
+                                self._repairer, self.metrics, self.alerter, self._store_error)
         backlog: WorkBatch | None = None
         if not fresh:
             await self._replay()
@@ -209,10 +202,11 @@ class Node:
         self._tasks = [
             self._sync_task,
             asyncio.create_task(self._await_ready(backlog), name="ready"),
-            asyncio.create_task(self._monitor(), name="monitor"),
+            asyncio.create_task(self._monitor.run(), name="monitor"),
         ]
         if self.admin_url is not None:
-            self._tasks.append(asyncio.create_task(self._keep_registered(), name="register"))
+            self._tasks.append(asyncio.create_task(self._registration.keep(self.admin_url),
+                                               name="register"))
         self._repairer.start_periodic()
 
     async def stop(self) -> None:
@@ -226,10 +220,7 @@ class Node:
             await self._repairer.stop()
         if self._rec is not None:
             await self._rec.stop_workers()
-        if self._lease is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._lease.revoke(), STOP_TIMEOUT)
-            self._lease = None
+        await self._registration.revoke(STOP_TIMEOUT)
         if self._store is not None:
             await self._store.close()
         await self.alerter.close()
@@ -263,7 +254,8 @@ class Node:
         freeze_long_lived()  # the initial sync just built the whole cache
         # Know the registry's revision before saying ready, so the first status
         # of a node still catching up shows its lag.
-        await self._probe()
+        assert self._monitor is not None
+        await self._monitor.probe()
         self._ready.set()
         log.info("node %s ready at revision %d", self._name, self._reconciler.settled_revision)
 
@@ -342,13 +334,10 @@ class Node:
                     await changed.wait()
 
     def known_registry_revision(self) -> int:
-        """The newest registry revision the node knows the schema at: what its
-        watch delivered (events and progress marks), and the probed revision of
-        the registry's last schema write.  On etcd the cluster-wide revision also
-        counts node registrations and other applications' keys, which are no
-        lag: the probe reads the schema write mark instead, and only the watch
-        tells when no write has set it yet."""
-        return max(self.schema_revision, self._reconciler.received_revision)
+        """The newest registry revision the node knows the schema at (see
+        :meth:`Monitor.known_registry_revision`)."""
+        assert self._monitor is not None
+        return self._monitor.known_registry_revision()
 
     def state(self) -> str:
         """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
@@ -440,89 +429,6 @@ class Node:
 
     # ------------------------------------------------------------------ background
 
-    async def _monitor(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._probe()
-            try:
-                self._update_gauges(loop.time())
-            except Exception:
-                log.exception("node monitor failed")
-            await asyncio.sleep(self.monitor_interval)
-
-    async def _probe(self) -> None:
-        """Read the registry's revisions once (reachability, lag, rewinds)."""
-        assert self._syncer is not None
-        try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
-            # cancel that lands as the probe completes, and stop() then hangs.
-            received = self._reconciler.received_revision
-            async with asyncio.timeout(max(1.0, 2 * self.monitor_interval)):
-                rev, schema_rev = await self.registry.revisions()
-            self._note_registry_revision(rev, received, schema_rev)
-            self._syncer.note_probe(True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._syncer.note_probe(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
-
-    def _note_registry_revision(self, rev: int, received: int,
-                                schema_rev: int | None = None) -> None:
-        """Take the registry's revision ``rev`` and its last schema write's
-        ``schema_rev`` (``None``: unknown), read after the node had received
-        revision ``received``."""
-        assert self._syncer is not None and self._repairer is not None
-        if self._repairer.rewinds != self._rewinds_seen:
-            # The registry's history restarted: its old revisions mean nothing.
-            self._rewinds_seen = self._repairer.rewinds
-            self.registry_revision = rev
-            self.schema_revision = schema_rev or 0
-        else:
-            self.registry_revision = max(self.registry_revision, rev)
-            self.schema_revision = max(self.schema_revision, schema_rev or 0)
-        if rev < received:
-            # Below what the watch had delivered: a restored backup.
-            self._syncer.recheck("rewound")
-
-    def _update_gauges(self, now: float) -> None:
-        rec = self._reconciler
-        assert self._syncer is not None
-        m = self.metrics
-        applied = rec.applied_revision
-        registry_rev = self.known_registry_revision()
-        lag = max(0, registry_rev - applied)
-        m.applied_revision.set(applied)
-        m.registry_revision.set(registry_rev)
-        m.revision_lag.set(lag)
-        m.queue_depth.set(len(rec.queue))
-        m.queue_longest_running.set(rec.longest_running())
-        m.failed_keys.set(len(rec.failures))
-        if lag >= self.lag_alert_revisions:
-            if self._lag_since is None:
-                self._lag_since = now
-            elif now - self._lag_since >= self.lag_alert_after:
-                self.alerter.fire(ALERT_LAGGING,
-                                  summary=f"applied revision {applied} lags the registry "
-                                          f"({registry_rev}) by {lag} revisions")
-        else:
-            self._lag_since = None
-            self.alerter.resolve(ALERT_LAGGING)
-        since = self._syncer.disconnected_since
-        if since is not None and now - since >= self.unreachable_alert_after:
-            self.alerter.fire(ALERT_UNREACHABLE,
-                              summary=f"registry unreachable for {now - since:.0f}s; "
-                                      "serving the cached schema",
-                              error=self._syncer.last_error or "")
-        elif since is None:
-            self.alerter.resolve(ALERT_UNREACHABLE)
-        store_error = self._store_error()
-        if store_error is not None:
-            self.alerter.fire(ALERT_STATE_STORE, severity="critical",
-                              summary=f"node state {self.state_dir} cannot commit; new "
-                                      "changes wait for it (not ready)", error=store_error)
-        else:
-            self.alerter.resolve(ALERT_STATE_STORE)
-
     def register(self, admin_url: str) -> None:
         """Register the running node in the registry under ``admin_url`` (kept
         alive every ``node_ttl``/3 until :meth:`stop`).  Starting a node with
@@ -534,22 +440,5 @@ class Node:
                 return
             raise RuntimeError("the node is already registered")
         self.admin_url = admin_url
-        self._tasks.append(asyncio.create_task(self._keep_registered(), name="register"))
-
-    async def _keep_registered(self) -> None:
-        assert self.admin_url is not None
-        interval = max(0.05, self.node_ttl / 3)
-        while True:
-            try:
-                if self._lease is None:
-                    self._lease = await self.registry.register_node(
-                        self._name, self.admin_url, ttl=self.node_ttl)
-                else:
-                    await self._lease.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("node registration failed (%s: %s); retrying", type(exc).__name__,
-                            exc)
-                self._lease = None
-            await asyncio.sleep(interval)
+        self._tasks.append(asyncio.create_task(self._registration.keep(admin_url),
+                                               name="register"))
