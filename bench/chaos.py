@@ -1050,6 +1050,11 @@ def _plans(args: argparse.Namespace) -> list[Plan]:
 async def _run_plan(plan: Plan, workdir: Path, tolerate: list[str]) -> Tally:
     chaos = Chaos(plan, workdir)
     chaos.tally.tolerated = list(tolerate)
+    # SIGTERM (a timeout, a CI cancel) ends the run like Ctrl-C: through close(),
+    # which stops every node, the server and the etcd members it started.
+    run = asyncio.current_task()
+    assert run is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, run.cancel)
     try:
         await chaos.start()
         return await chaos.run()
@@ -1066,7 +1071,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{plan.registry}-"))
-        tally = asyncio.run(_run_plan(plan, workdir, args.tolerate))
+        try:
+            tally = asyncio.run(_run_plan(plan, workdir, args.tolerate))
+        except asyncio.CancelledError:
+            print(f"chaos registry={plan.registry}: stopped by SIGTERM; every process it "
+                  f"started was stopped; logs kept in {workdir}", flush=True)
+            return 128 + signal.SIGTERM
         tallies.append(tally)
         for line in [*tally.problems, *tally.notes]:
             print(f"  {line}", flush=True)
