@@ -44,6 +44,12 @@ def _online_copy(source: Path, target: Path) -> None:
         src.close()
 
 
+def _rewind_alerts(receiver: AlertReceiver) -> list[str]:
+    """``firing``/``resolved``, in the order received, of every rewind alert."""
+    return ["resolved" if is_resolved(a) else "firing" for a in receiver.received
+            if a["labels"]["alertname"] == ALERT_REWOUND]
+
+
 async def _registry_map(reg: Registry) -> dict[str, int]:
     items, _ = await reg.list()
     return {r.key: r.mod_revision for r in items}
@@ -180,10 +186,6 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
                     env={KILL_ENV: str(trigger)},
                     extra=["--alert-webhook", receiver.url, "--repair-interval", "0"])
 
-    def rewind_alerts() -> list[str]:
-        return ["resolved" if is_resolved(a) else "firing" for a in receiver.received
-                if a["labels"]["alertname"] == ALERT_REWOUND]
-
     try:
         await node.start()
         await node.wait_url()
@@ -206,7 +208,7 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         with sqlite3.connect(state_dir / "state.db") as conn:
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         assert meta.get("rewound"), meta
-        assert "resolved" not in rewind_alerts()
+        assert "resolved" not in _rewind_alerts(receiver)
         await node.start()
         await node.wait_url()
 
@@ -221,7 +223,7 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         assert first["registry"]["rewinds"] == 1, first["registry"]
 
         async def resolved() -> bool:
-            return rewind_alerts()[-1:] == ["resolved"]
+            return _rewind_alerts(receiver)[-1:] == ["resolved"]
 
         await wait_until(resolved, CONVERGE_TIMEOUT, f"{ALERT_REWOUND} resolved after the restart")
         assert await _node_map(node) == await _registry_map(reg)
@@ -254,10 +256,6 @@ async def test_a_backup_restored_and_written_past_while_a_node_was_down(
     node = NodeProc(url, tmp_path / "state", "rw-past", record=record,
                     extra=["--alert-webhook", receiver.url, "--repair-interval", "0"])
 
-    def rewind_alerts() -> list[str]:
-        return ["resolved" if is_resolved(a) else "firing" for a in receiver.received
-                if a["labels"]["alertname"] == ALERT_REWOUND]
-
     try:
         await node.start()
         await node.wait_url()
@@ -285,10 +283,10 @@ async def test_a_backup_restored_and_written_past_while_a_node_was_down(
         await node.wait_url()
 
         async def resolved() -> bool:
-            return rewind_alerts()[-1:] == ["resolved"]
+            return _rewind_alerts(receiver)[-1:] == ["resolved"]
 
         await wait_until(resolved, CONVERGE_TIMEOUT, f"{ALERT_REWOUND} fired and resolved")
-        assert rewind_alerts()[0] == "firing"
+        assert _rewind_alerts(receiver)[0] == "firing"
         want = await _registry_map(reg)
         assert await _node_map(node) == want
         assert "measure/g/m1" in want and "measure/g/lost" not in want
