@@ -33,7 +33,6 @@ MODULE_ALLOWLIST: dict[str, int] = {
     "schemacache.node.node": 445,
     "schemacache.node.reconciler": 880,
     "schemacache.node.state": 540,
-    "schemacache.registry.etcd": 840,
     "schemacache.registry.sqlite": 810,
 }
 
@@ -41,7 +40,6 @@ CLASS_ALLOWLIST: dict[str, int] = {
     "schemacache.node.node.Node": 390,
     "schemacache.node.reconciler.Reconciler": 790,
     "schemacache.node.state.StateStore": 400,
-    "schemacache.registry.etcd.EtcdRegistry": 650,
     "schemacache.registry.sqlite.SqliteRegistry": 650,
 }
 
