@@ -22,6 +22,7 @@ from schemacache import (
     EventType,
     NotFoundError,
     ReferencedError,
+    RegistryRewoundError,
     RegistryUnavailableError,
     Resource,
     ValidationError,
@@ -30,6 +31,7 @@ from schemacache import (
 )
 from schemacache.kinds import apply_order, level
 from schemacache.registry.etcd import EtcdRegistry
+from schemacache.registry.history import event_mark
 
 pytestmark = pytest.mark.etcd
 
@@ -243,6 +245,27 @@ async def test_revisions_name_the_last_schema_write_not_other_keys(reg: Any) -> 
         await reg.delete("group/g")
     assert (await reg.revisions())[1] == deleted
     assert [r.key for r in (await reg.list())[0]] == []  # the mark is no resource
+
+
+async def test_resuming_checks_the_change_seen_at_the_resume_point(reg: Any) -> None:
+    """``check_resume(start, mark)``: the mark of the change a watcher saw at
+    ``start - 1`` (a put or a delete) passes; a mark the registry's change there
+    does not carry (another commit time: a restored history written past it, or
+    another key) is a rewind that diverged."""
+    await reg.put(group("g"))
+    put_rev = await reg.put(rule("g", "r"))
+    del_rev = await reg.delete(rule("g", "r").key)
+    events = await collect(reg, put_rev, del_rev)
+    put, delete = events[-2], events[-1]
+    assert (put.revision, delete.revision) == (put_rev, del_rev)
+    await reg.check_resume(put_rev + 1, event_mark(put))
+    await reg.check_resume(del_rev + 1, event_mark(delete))
+    other_time = event_mark(put).rsplit(" ", 1)[0] + " 2000-01-01T00:00:00+00:00"
+    for start, mark in ((put_rev + 1, other_time), (del_rev + 1, event_mark(put)),
+                        (put_rev + 1, "PUT group/g 2000-01-01T00:00:00+00:00")):
+        with pytest.raises(RegistryRewoundError) as refused:
+            await reg.check_resume(start, mark)
+        assert refused.value.diverged and refused.value.seen == start - 1
 
 
 async def test_cluster_id_is_stable_and_differs_per_cluster(etcd: EtcdCluster, reg: Any) -> None:

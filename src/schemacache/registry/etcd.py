@@ -100,7 +100,7 @@ class EtcdRegistry(Registry):
         return await self._reads.revisions()
 
     async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
-        await self._reads.check_resume(start_revision)
+        await self._reads.check_resume(start_revision, mark)
 
     async def cluster_id(self) -> str:
         return await self._reads.cluster_id()

@@ -22,9 +22,10 @@ from ..errors import (
     RegistryRewoundError,
     RegistryUnavailableError,
 )
-from ..model import Resource
+from ..model import EventType, Resource
 from .etcd_calls import EtcdCalls
 from .etcd_keys import EtcdKeys, prefix_end
+from .history import change_mark, marked_change
 
 __all__ = ["LIST_PAGE_SIZE", "MAX_LIST_ATTEMPTS", "EtcdReads"]
 
@@ -111,7 +112,7 @@ class EtcdReads:
         schema = int(resp.kvs[0].mod_revision) if resp.kvs else None
         return int(resp.header.revision), schema
 
-    async def check_resume(self, start_revision: int) -> None:
+    async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         current = await self.revision()
         if start_revision - 1 > current:
             raise RegistryRewoundError(current, start_revision - 1)
@@ -119,6 +120,31 @@ class EtcdReads:
             # A read at a compacted revision fails as a watch from it would.
             await self._calls.read("kvstub.Range", rpc.RangeRequest(
                 key=self._keys.schema_root, count_only=True, revision=start_revision))
+        if mark and start_revision > 1:
+            seen = start_revision - 1
+            try:
+                found = await self._mark_at(seen, mark)
+            except CompactedError:
+                return  # that history is gone: nothing left to tell it by
+            if found != mark:
+                raise RegistryRewoundError(current, seen, diverged=True)
+
+    async def _mark_at(self, revision: int, mark: str) -> str | None:
+        """The mark of the change at ``revision`` to the key ``mark`` names, if that
+        key changed there (``None``: it did not, so the change there is another)."""
+        kind, key = marked_change(mark)
+        at = await self._version_at(key, revision)
+        if kind == EventType.PUT:
+            return change_mark(kind, key, self._keys.decode(at)) if (
+                at is not None and at.mod_revision == revision) else None
+        before = await self._version_at(key, revision - 1) if at is None else None
+        return change_mark(kind, key, self._keys.decode(before)) if before is not None else None
+
+    async def _version_at(self, key: str, revision: int) -> Any:
+        """The KeyValue of ``key`` as of ``revision`` (``None``: absent then)."""
+        resp = await self._calls.read("kvstub.Range", rpc.RangeRequest(
+            key=self._keys.schema_key(key), revision=revision))
+        return resp.kvs[0] if resp.kvs else None
 
     async def cluster_id(self) -> str:
         resp = await self._calls.read(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..model import Event, EventType, Resource
 
-__all__ = ["change_mark", "event_mark"]
+__all__ = ["change_mark", "event_mark", "marked_change"]
 
 
 def change_mark(kind: EventType | str, key: str, resource: Resource) -> str:
@@ -24,5 +24,15 @@ def change_mark(kind: EventType | str, key: str, resource: Resource) -> str:
 
 
 def event_mark(event: Event) -> str:
-    """The mark of the change ``event`` reports."""
+    """The mark of the change ``event`` reports (``""`` when its version carries
+    no commit time, as a delete reported without its last version does)."""
+    if event.resource.metadata.updated_at is None:
+        return ""
     return change_mark(event.type, event.key, event.resource)
+
+
+def marked_change(mark: str) -> tuple[EventType, str]:
+    """The type and key a mark names (its stamp is the last word; a key may not
+    hold a space, but the split does not rely on it)."""
+    kind, rest = mark.split(" ", 1)
+    return EventType(kind), rest.rsplit(" ", 1)[0]

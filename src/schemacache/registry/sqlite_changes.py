@@ -64,7 +64,7 @@ def read_changes(
         if revision < next_rev - 1:
             # A backup was restored under this watch: its history is not ours.
             raise RegistryRewoundError(revision, next_rev - 1)
-        if last_mark is not None and mark_at(conn, next_rev - 1) not in (None, last_mark):
+        if last_mark and mark_at(conn, next_rev - 1) not in (None, last_mark):
             # Restored and written past the cursor since the last read.
             raise RegistryRewoundError(revision, next_rev - 1, diverged=True)
         rows = conn.execute(
