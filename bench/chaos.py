@@ -341,6 +341,8 @@ class Chaos:
         self.touched: set[str] = set()
         self.claimed: set[str] = set()
         """Nodes that claimed convergence while they differed (reported once each)."""
+        self.restoring = False
+        """A restore is between its copy and every node holding it."""
         self.held_down: set[str] = set()
         """Nodes a compaction keeps down: the node killer leaves them alone."""
 
@@ -446,12 +448,21 @@ class Chaos:
             return None
 
     async def _knows_registry(self, claimed: int) -> bool:
-        """A node's ``registry_revision`` is no newer than the registry's own: a
-        node that claims a revision above it speaks of a history a restore just
-        threw away and has not noticed yet (it must within its probe interval,
-        which the rewind-alert and restore-converged checks hold it to)."""
-        current = await self._registry_revision()
-        return current is not None and claimed <= current
+        """A node's ``registry_revision`` is at least the registry's own schema
+        revision: the node knows where the registry is.  One still short of it
+        has not yet received or probed the last write (it does within its probe
+        interval); only a node that knows where the registry is and claims lag 0
+        while it differs is lying.  (While a restore settles, a node may still
+        speak of the history the restore threw away: the claims are not judged
+        then; the rewind-alert and restore-converged checks hold the nodes.)"""
+        assert self.registry is not None
+        if self.restoring:
+            return False
+        try:
+            revision, schema = await self.registry.revisions()
+        except Exception:
+            return False
+        return claimed >= (schema if schema is not None else revision)
 
     # --- writer -------------------------------------------------------------------
 
@@ -683,6 +694,7 @@ class Chaos:
             ahead = {node.name for node in self.nodes
                      if (await self._received(node) or 0) > base}
             at = time.time()
+            self.restoring = True
             self._note(f"restore {i}: registry at {head}, restoring the backup at {base}")
             restored = await asyncio.to_thread(_sqlite_copy, path, self.workdir / "registry.db")
             assert restored == base, (restored, base)
@@ -701,6 +713,7 @@ class Chaos:
             except TimeoutError as exc:
                 self.tally.fail("restore-converged", f"restore {i} to revision {base}: {exc}")
             self.timeline.settled(time.time())
+            self.restoring = False
             self._note(f"restore {i}: every node holds revision {base}")
             # Alerts are sent in the background: give them a moment to arrive.
             with contextlib.suppress(TimeoutError):
