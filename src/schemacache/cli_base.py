@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -47,6 +47,15 @@ STATUS_WIDTH = 160
 out = Console(highlight=False, soft_wrap=True,
               width=None if sys.stdout.isatty() else STATUS_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_lines(lines: Iterable[str]) -> None:
+    """Write plain lines (no markup) to standard output in one write: a large
+    apply prints a line per resource, and rich takes ~70 µs a line."""
+    text = "".join(f"{line}\n" for line in lines)
+    if text:
+        out.file.write(text)
+        out.file.flush()
 
 
 def _print_version(value: bool) -> None:

@@ -32,6 +32,7 @@ from .cli_base import (
     err,
     fail,
     out,
+    print_lines,
     run,
 )
 from .client import DEFAULT_SERVER, ClientError, RegistryClient
@@ -102,8 +103,7 @@ async def _apply(resources: list[Resource], wait: bool, wait_seconds: float, ser
                  token: str | None, cacert: str | None = None) -> int:
     async with RegistryClient(server, token, cacert=cacert) as client:
         result = await client.apply(resources)
-        for item in result["results"]:
-            out.print(f"{item['key']} {item['action']}")
+        print_lines(f"{item['key']} {item['action']}" for item in result["results"])
         if not wait:
             return EXIT_OK
         lagging = await wait_for_nodes(client, int(result["revision"]), wait_seconds)

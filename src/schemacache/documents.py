@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ._yaml_events import Unsupported, build_documents
 from .errors import ValidationError
 
 try:
@@ -193,6 +194,9 @@ def _documents(text: str, screen: _Screen) -> list[Any]:
         if len(text) > MAX_DOCUMENT_BYTES:
             _check_sizes(len(json.dumps(d, default=str)) for d in docs)
         return docs
+    fast = _built_from_events(text, screen)
+    if fast is not None:
+        return fast
     try:
         loader = _ManifestLoader(text, screen)
         try:
@@ -205,6 +209,19 @@ def _documents(text: str, screen: _Screen) -> list[Any]:
         # A scalar its resolver accepted but the constructor cannot build
         # (a date like 2024-13-45, an unhashable key).
         raise ValidationError(f"invalid YAML value: {exc}") from None
+
+
+def _built_from_events(text: str, screen: _Screen) -> list[Any] | None:
+    """The documents of ``text`` built from the parser's events (see
+    :mod:`schemacache._yaml_events`); ``None`` when the text needs the full
+    loader — which also reports every error, with its own words."""
+    loader = _ManifestLoader(text, screen)
+    try:
+        return [d for d in build_documents(loader) if d is not None]
+    except (Unsupported, yaml.YAMLError, ValueError, TypeError, OverflowError):
+        return None
+    finally:
+        loader.dispose()
 
 
 def _load_all(loader: _ManifestLoader) -> Iterable[Any]:
