@@ -37,26 +37,27 @@ from .cli_base import (
 )
 from .client import DEFAULT_SERVER, ClientError, RegistryClient
 from .errors import ValidationError
+from .manifest import EncodedResource
 from .model import GROUP_KIND, Resource, make_key
 from .views import age, render_status
 
 # ---------------------------------------------------------------- client commands
 
 
-def _read_manifests(files: list[str], kind: str | None = None) -> list[Resource]:
-    from .manifest import load_resources, parse_manifest
+def _read_manifests(files: list[str], kind: str | None = None) -> list[EncodedResource]:
+    from .manifest import encode, load_encoded, parse_manifest
 
     for f in files:
         if f != "-" and not Path(f).exists():
             raise fail(f"{f}: no such file or directory")
-    resources: list[Resource] = []
+    resources: list[EncodedResource] = []
     seen: set[str] = set()
     for f in files:
         try:
             if f == "-":
-                loaded = parse_manifest(sys.stdin.buffer.read(), kind=kind)
+                loaded = encode(parse_manifest(sys.stdin.buffer.read(), kind=kind))
             else:
-                loaded = load_resources(f, kind=kind)
+                loaded = load_encoded(f, kind=kind)
         except ValidationError as exc:
             raise fail(f"invalid manifest: {exc}") from None
         for r in loaded:
@@ -99,10 +100,10 @@ def apply(
     raise typer.Exit(code)
 
 
-async def _apply(resources: list[Resource], wait: bool, wait_seconds: float, server: str,
-                 token: str | None, cacert: str | None = None) -> int:
+async def _apply(resources: list[EncodedResource], wait: bool, wait_seconds: float,
+                 server: str, token: str | None, cacert: str | None = None) -> int:
     async with RegistryClient(server, token, cacert=cacert) as client:
-        result = await client.apply(resources)
+        result = await client.apply_json(r.json for r in resources)
         print_lines(f"{item['key']} {item['action']}" for item in result["results"])
         if not wait:
             return EXIT_OK

@@ -102,7 +102,13 @@ class RegistryClient:
     async def apply(self, resources: Iterable[Resource]) -> dict[str, Any]:
         """``POST /v1/apply``: ``{"results": [{key, action, revision}], "revision"}``."""
         # Each resource's own JSON (pydantic's encoder): faster than to_dict + dumps.
-        body = "[" + ",".join(r.to_json() for r in resources) + "]"
+        return await self.apply_json(r.to_json() for r in resources)
+
+    async def apply_json(self, documents: Iterable[str]) -> dict[str, Any]:
+        """:meth:`apply` of documents already encoded as JSON objects (each
+        resource's :meth:`~schemacache.Resource.to_json`); the server validates
+        them all the same."""
+        body = "[" + ",".join(documents) + "]"
         return await self._call("POST", "/v1/apply", content=body,
                                 headers={"content-type": "application/json"},
                                 timeout=APPLY_TIMEOUT)
