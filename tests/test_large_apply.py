@@ -4,14 +4,17 @@ all or nothing (a bad document late in the file writes nothing)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from schemacache import ValidationError, load_resources
+from schemacache.documents import MAX_DOCUMENT_BYTES, parse_documents
 from schemacache.manifest import PARALLEL_MIN_BYTES, encode, load_encoded, parse_manifest
 from service_helpers import Proc, run_cli
 
@@ -116,3 +119,23 @@ def test_large_apply_end_to_end_all_or_nothing(server: str, tmp_path: Path, big:
     r = run_cli("apply", "-f", str(big), server=server)
     assert r.returncode == 0, r.stderr
     assert all(line.endswith(" unchanged") for line in r.stdout.splitlines())
+
+
+def test_large_json_list_sizes_each_document_by_its_own_text() -> None:
+    """A JSON list over 1 MiB is read item by item: a document over the limit is
+    named by its number, and text that is not one JSON list gets the JSON
+    decoder's own error."""
+    small = json.dumps(yaml.safe_load(GROUP))
+    huge = small.replace('"name": "bulk"', '"name": "bulk", "junk": "' + "x" * 1_100_000 + '"')
+    docs = [small] * 3 + [huge]
+    with pytest.raises(ValidationError, match=r"document 4\b.*too large|too large.*document 4"):
+        parse_documents(" [ " + " ,\n".join(docs) + " ] ")
+    fine = [json.loads(small)] * 6_000
+    text = json.dumps(fine)
+    assert len(text) > MAX_DOCUMENT_BYTES
+    assert parse_documents(text) == fine
+    assert parse_documents(text.replace("[", " [\n", 1) + "\n") == fine
+    for broken, reason in ((text[:-1], "invalid JSON"), (text + " []", "invalid JSON"),
+                           (text.replace("}, {", "} {", 1), "invalid JSON")):
+        with pytest.raises(ValidationError, match=reason):
+            parse_documents(broken)

@@ -185,9 +185,14 @@ def _documents(text: str, screen: _Screen) -> list[Any]:
         # Check sizes before parsing: a huge YAML document is slow to parse.
         _check_sizes(len(part) for part in text.split("\n---"))
     if is_json:
+        decoder = json.JSONDecoder(parse_int=screen.bounded_int, parse_float=screen.number,
+                                   parse_constant=screen.constant)
+        if len(text) > MAX_DOCUMENT_BYTES:
+            listed = _json_list(text, decoder)
+            if listed is not None:
+                return listed
         try:
-            data = json.loads(text, parse_int=screen.bounded_int, parse_float=screen.number,
-                              parse_constant=screen.constant)
+            data = decoder.decode(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
         docs = data if isinstance(data, list) else [data]
@@ -209,6 +214,40 @@ def _documents(text: str, screen: _Screen) -> list[Any]:
         # A scalar its resolver accepted but the constructor cannot build
         # (a date like 2024-13-45, an unhashable key).
         raise ValidationError(f"invalid YAML value: {exc}") from None
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_list(text: str, decoder: json.JSONDecoder) -> list[Any] | None:
+    """The items of a large JSON list, each decoded on its own so that its size
+    is the length of its own text (no encoding again to measure it); ``None``
+    for any other text or any error, which the whole-text decode reports."""
+    skip = _JSON_SPACE.match
+    at = skip(text).end()
+    if not text.startswith("[", at):
+        return None
+    at = skip(text, at + 1).end()
+    if text.startswith("]", at):
+        return [] if skip(text, at + 1).end() == len(text) else None
+    items = []
+    sizes = []
+    try:
+        while True:
+            item, end = decoder.raw_decode(text, at)
+            items.append(item)
+            sizes.append(end - at)
+            at = skip(text, end).end()
+            if text.startswith(",", at):
+                at = skip(text, at + 1).end()
+            elif text.startswith("]", at) and skip(text, at + 1).end() == len(text):
+                break
+            else:
+                return None
+    except json.JSONDecodeError:
+        return None
+    _check_sizes(sizes)
+    return items
 
 
 def _built_from_events(text: str, screen: _Screen) -> list[Any] | None:
