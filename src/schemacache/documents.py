@@ -223,13 +223,12 @@ def _json_list(text: str, decoder: json.JSONDecoder) -> list[Any] | None:
     """The items of a large JSON list, each decoded on its own so that its size
     is the length of its own text (no encoding again to measure it); ``None``
     for any other text or any error, which the whole-text decode reports."""
-    skip = _JSON_SPACE.match
-    at = skip(text).end()
+    at = _after_space(text, 0)
     if not text.startswith("[", at):
         return None
-    at = skip(text, at + 1).end()
+    at = _after_space(text, at + 1)
     if text.startswith("]", at):
-        return [] if skip(text, at + 1).end() == len(text) else None
+        return [] if _after_space(text, at + 1) == len(text) else None
     items = []
     sizes = []
     try:
@@ -237,10 +236,10 @@ def _json_list(text: str, decoder: json.JSONDecoder) -> list[Any] | None:
             item, end = decoder.raw_decode(text, at)
             items.append(item)
             sizes.append(end - at)
-            at = skip(text, end).end()
+            at = _after_space(text, end)
             if text.startswith(",", at):
-                at = skip(text, at + 1).end()
-            elif text.startswith("]", at) and skip(text, at + 1).end() == len(text):
+                at = _after_space(text, at + 1)
+            elif text.startswith("]", at) and _after_space(text, at + 1) == len(text):
                 break
             else:
                 return None
@@ -248,6 +247,12 @@ def _json_list(text: str, decoder: json.JSONDecoder) -> list[Any] | None:
         return None
     _check_sizes(sizes)
     return items
+
+
+def _after_space(text: str, at: int) -> int:
+    """The index of the first character from ``at`` that is not JSON whitespace."""
+    match = _JSON_SPACE.match(text, at)
+    return match.end() if match else at
 
 
 def _built_from_events(text: str, screen: _Screen) -> list[Any] | None:
