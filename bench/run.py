@@ -103,6 +103,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name}", dest=field, type=kind, default=None,
                        help=f"{help_text} (default {getattr(FULL, field)}, "
                             f"quick {getattr(QUICK, field)})")
+    p.add_argument("--apply-baseline", type=Path, default=None, metavar="SRC",
+                   help="f: also time the SQLite apply with the schemacache package under SRC "
+                        "(e.g. `git archive REV src | tar -x -C DIR`, then DIR/src), alternating "
+                        "with this code --repeats times: medians and ratio")
     p.add_argument("--handler-work-us", type=float,
                    default=sec_poisoned.HANDLER_WORK_SECONDS * 1e6,
                    help="e: CPU microseconds per handler call (default %(default).0f)")
@@ -157,6 +161,10 @@ def _plan(args: argparse.Namespace, sizes: Sizes) -> list[_Step]:
         for backend in _list(args.backends_f):
             steps.append(("f", f"apply end to end, {backend}",
                           partial(sec_apply.run_apply, backend, sizes.apply_resources)))
+        if args.apply_baseline is not None:
+            steps.append(("f", "apply against a baseline, sqlite",
+                          partial(sec_apply.run_apply_against, args.apply_baseline,
+                                  sizes.apply_resources, sizes.repeats)))
         if sizes.large_apply:
             steps.append(("f", "larger apply, sqlite",
                           partial(sec_apply.run_apply, "sqlite", sizes.large_apply, False)))

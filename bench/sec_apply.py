@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,14 +69,16 @@ def _etcd() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _serve(registry_url: str, workdir: Path) -> Iterator[str]:
-    """A ``schemacache serve`` subprocess; yields its URL, stops it by PID."""
+def _serve(registry_url: str, workdir: Path,
+           env: dict[str, str] | None = None) -> Iterator[str]:
+    """A ``schemacache serve`` subprocess (with ``env``, default this process's);
+    yields its URL, stops it by PID."""
     log = workdir / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "schemacache", "serve", "--registry", registry_url,
              "--listen", "127.0.0.1:0"], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + SERVE_TIMEOUT
         while "listening on" not in log.read_text():
@@ -92,14 +96,15 @@ def _serve(registry_url: str, workdir: Path) -> Iterator[str]:
             proc.wait()
 
 
-def _apply_cli(server: str, path: Path) -> tuple[float, float]:
+def _apply_cli(server: str, path: Path,
+               env: dict[str, str] | None = None) -> tuple[float, float]:
     """Seconds ``schemacache apply -f path`` takes, start to exit (it must
     succeed), and the CPU seconds it used (its parsing processes included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "schemacache", "apply", "-f", str(path),
                            "--server", server], capture_output=True, text=True,
-                          timeout=APPLY_TIMEOUT, check=False)
+                          timeout=APPLY_TIMEOUT, check=False, env=env)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -111,17 +116,31 @@ def _apply_cli(server: str, path: Path) -> tuple[float, float]:
 async def run_apply(backend: str, count: int, target: bool = True) -> list[Result]:
     """Apply one group and ``count`` measures end to end on ``backend``."""
     with tempfile.TemporaryDirectory(prefix="bench-f-") as tmp:
-        workdir = Path(tmp)
-        path = workdir / "manifest.yaml"
+        path = Path(tmp) / "manifest.yaml"
         text = await asyncio.to_thread(manifest_text, count)
         path.write_text(text)
+        seconds, cli_cpu, revision = await _timed_apply(backend, count, path)
+    note = (f"{count:,} measures + 1 group, {len(text) / 1e6:.1f} MB of YAML; "
+            f"`schemacache apply -f` start to exit against `schemacache serve` "
+            f"(the CLI used {cli_cpu:.1f} s of CPU); registry revision {revision} after")
+    return [Result("f", f"apply {count:,} measures end to end, {backend}", seconds, "s",
+                   target=TARGET_APPLY_SECONDS[backend] if target else None, better="lower",
+                   note=note, extra={"yaml_bytes": len(text), "cli_cpu_seconds": cli_cpu})]
+
+
+async def _timed_apply(backend: str, count: int, path: Path,
+                       env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Apply the manifest at ``path`` (``count`` measures) to a fresh registry
+    through a fresh server: wall seconds, the CLI's CPU seconds, the revision."""
+    with tempfile.TemporaryDirectory(prefix="bench-f-") as tmp:
+        workdir = Path(tmp)
         with contextlib.ExitStack() as stack:
             if backend == "etcd":
                 url = await asyncio.to_thread(stack.enter_context, _etcd())
             else:
                 url = f"sqlite:///{workdir / 'registry.db'}"
-            server = await asyncio.to_thread(stack.enter_context, _serve(url, workdir))
-            seconds, cli_cpu = await asyncio.to_thread(_apply_cli, server, path)
+            server = await asyncio.to_thread(stack.enter_context, _serve(url, workdir, env))
+            seconds, cli_cpu = await asyncio.to_thread(_apply_cli, server, path, env)
             registry = open_registry(url)
             try:
                 items, revision = await registry.list(f"measure/{GROUP}/")
@@ -129,12 +148,40 @@ async def run_apply(backend: str, count: int, target: bool = True) -> list[Resul
                 await registry.close()
     if len(items) != count:
         raise RuntimeError(f"{len(items)} measures in the registry, expected {count}")
-    note = (f"{count:,} measures + 1 group, {len(text) / 1e6:.1f} MB of YAML; "
-            f"`schemacache apply -f` start to exit against `schemacache serve` "
-            f"(the CLI used {cli_cpu:.1f} s of CPU); registry revision {revision} after")
-    return [Result("f", f"apply {count:,} measures end to end, {backend}", seconds, "s",
-                   target=TARGET_APPLY_SECONDS[backend] if target else None, better="lower",
-                   note=note, extra={"yaml_bytes": len(text), "cli_cpu_seconds": cli_cpu})]
+    return seconds, cli_cpu, revision
+
+
+def _baseline_env(src: Path) -> dict[str, str]:
+    """This environment with the package under ``src`` first on the path."""
+    if not (src / "schemacache" / "__init__.py").is_file():
+        raise RuntimeError(f"{src} holds no schemacache package")
+    return {**os.environ, "PYTHONPATH": str(src.resolve())}
+
+
+async def run_apply_against(baseline_src: Path, count: int, repeats: int) -> list[Result]:
+    """The SQLite apply of ``count`` measures by this code and by the package
+    under ``baseline_src`` (e.g. an older commit's ``src``, from ``git archive``),
+    alternating, ``repeats`` times each: the medians and their ratio."""
+    baseline_env = _baseline_env(baseline_src)
+    current_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    took: dict[str, list[float]] = {"baseline": [], "current": []}
+    with tempfile.TemporaryDirectory(prefix="bench-f-") as tmp:
+        path = Path(tmp) / "manifest.yaml"
+        path.write_text(await asyncio.to_thread(manifest_text, count))
+        for _ in range(repeats):
+            for name, env in (("baseline", baseline_env), ("current", current_env)):
+                seconds, _, _ = await _timed_apply("sqlite", count, path, env)
+                took[name].append(seconds)
+    before, after = statistics.median(took["baseline"]), statistics.median(took["current"])
+    runs = f"median of {repeats}, alternating with the other"
+    return [
+        Result("f", f"apply {count:,} measures, sqlite, baseline {baseline_src}", before, "s",
+               better="lower", note=f"{runs}: " + ", ".join(f"{t:.2f}" for t in took["baseline"])),
+        Result("f", f"apply {count:,} measures, sqlite, this code", after, "s", better="lower",
+               note=f"{runs}: " + ", ".join(f"{t:.2f}" for t in took["current"])),
+        Result("f", "apply speed-up over the baseline, same run", before / after, "x",
+               note="baseline median / this code's median"),
+    ]
 
 
 async def _reader(registry: Registry, key: str, stop: asyncio.Event) -> list[float]:
