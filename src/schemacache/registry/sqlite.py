@@ -71,6 +71,7 @@ from .rules import (
     refuse_if_referenced,
 )
 from .sqlite_changes import decode, mark_at, read_changes, read_meta
+from .sqlite_rows import preloaded
 
 DEFAULT_POLL_INTERVAL = 0.01
 """Seconds between two checks for commits made by other connections."""
@@ -83,9 +84,6 @@ READER_THREADS = 4
 
 WATCH_SAFETY_WAKEUP = 1.0
 """Seconds after which an idle watcher re-reads the log even without a notice."""
-
-LOOKUP_BATCH = 500
-"""Keys an apply reads in one query (SQLite allows 32,766 parameters)."""
 
 SCHEMA_VERSION = 1
 """Layout version stored in ``PRAGMA user_version``; another value is refused."""
@@ -597,29 +595,12 @@ class SqliteRegistry(Registry):
     def _candidates(self, conn: sqlite3.Connection, key: str) -> _Resources:
         return list(self._iter_candidates(conn, key))
 
-    def _lookup(self, conn: sqlite3.Connection,
-                keys: Iterable[str] = ()) -> Callable[[str], Resource | None]:
-        """A key's stored version, or ``None``; ``keys`` (those an apply writes)
-        are read up front, :data:`LOOKUP_BATCH` per query."""
-        stored = self._values_of(conn, list(keys))
-
+    def _lookup(self, conn: sqlite3.Connection) -> Callable[[str], Resource | None]:
         def lookup(key: str) -> Resource | None:
-            value = stored[key] if key in stored else self._get_value(conn, key)
+            value = self._get_value(conn, key)
             return None if value is None else _decode(value)
 
         return lookup
-
-    @staticmethod
-    def _values_of(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, str | None]:
-        """The stored value of each of ``keys`` (``None``: absent)."""
-        values: dict[str, str | None] = dict.fromkeys(keys)
-        for start in range(0, len(keys), LOOKUP_BATCH):
-            batch = keys[start:start + LOOKUP_BATCH]
-            marks = ",".join("?" * len(batch))
-            for key, value in conn.execute(
-                    f"SELECT key, value FROM resources WHERE key IN ({marks})", batch):
-                values[key] = str(value)
-        return values
 
     # --- thread side: writes --------------------------------------------------------
 
@@ -760,7 +741,7 @@ class SqliteRegistry(Registry):
         """Check every rule against the transaction's snapshot, then write: all or nothing."""
         def body() -> _Results:
             with gc_paused():
-                steps = plan_apply(resources, self._lookup(conn, (r.key for r in resources)),
+                steps = plan_apply(resources, preloaded(conn, resources, self._lookup(conn)),
                                    lambda key: self._iter_candidates(conn, key))
                 writes = [step for step in steps if step.changed]
                 # One revision each, taken together; rows written in two batches.
