@@ -11,6 +11,7 @@ from polling import until
 from schemacache.node.nodestate import UNKNOWN_REVISION, Desired, NodeState
 from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR
 from schemacache.node.state import StateStore
+from schemacache.stored import StoredResource
 
 
 async def _reopen(path: Path) -> tuple[StateStore, object]:
@@ -26,10 +27,13 @@ async def test_changes_write_through_to_disk_and_digest(tmp_path: Path) -> None:
     g = group("g1")
     try:
         empty_digest = state.cache.digest()
-        state.set_desired(g.key, Desired(3, False, g))
-        assert state.set_applied(g.key, 3, g) is None
+        state.set_desired(g.key, Desired.of(3, False, g))
+        assert state.set_applied(g.key, 3, state.desired[g.key].stored) is None
         assert state.cache.get(g.key) == g and state.cache.digest() != empty_digest
         assert state.is_settled(g.key, state.desired[g.key])
+        # Applied and desired share one record; the model is let go once applied.
+        assert state.applied[g.key][1] is state.desired[g.key].stored
+        assert state.desired[g.key].model is None
         state.set_cluster_id("c1")
         await store.flush()
     finally:
@@ -40,7 +44,7 @@ async def test_changes_write_through_to_disk_and_digest(tmp_path: Path) -> None:
         assert loaded.applied[g.key][0] == 3  # type: ignore[attr-defined]
         assert loaded.cluster_id == "c1"  # type: ignore[attr-defined]
         state = NodeState(store, on_durable=lambda key, prio: None)
-        state.applied[g.key] = (3, g)
+        state.applied[g.key] = (3, StoredResource.of(g))
         state.mark_reapply([g.key], durable=True)
         assert state.applied[g.key][0] == UNKNOWN_REVISION
         await store.flush()
@@ -50,9 +54,10 @@ async def test_changes_write_through_to_disk_and_digest(tmp_path: Path) -> None:
     try:
         assert loaded.applied[g.key][0] == UNKNOWN_REVISION  # type: ignore[attr-defined]
         state = NodeState(store, on_durable=lambda key, prio: None)
-        state.desired[g.key] = Desired(3, False, g)
-        state.applied[g.key] = (3, g)
-        assert state.drop_applied(g.key) == (3, g) and state.cache.get(g.key) is None
+        state.desired[g.key] = Desired.of(3, False, g)
+        state.applied[g.key] = (3, StoredResource.of(g))
+        assert state.drop_applied(g.key) == (3, StoredResource.of(g))
+        assert state.cache.get(g.key) is None
         state.drop_desired(g.key)
         await store.flush()
     finally:
@@ -71,7 +76,7 @@ async def test_a_key_waits_for_its_desired_commit(tmp_path: Path) -> None:
     state = NodeState(store, on_durable=lambda key, prio: released.append((key, prio)))
     g = group("g1")
     try:
-        state.set_desired(g.key, Desired(5, False, g))
+        state.set_desired(g.key, Desired.of(5, False, g))
         assert not state.durable(g.key)
         state.hold_for_commit(g.key, PRIO_REPAIR)
         state.hold_for_commit(g.key, PRIO_LIVE)  # asked again, more urgently
@@ -82,7 +87,7 @@ async def test_a_key_waits_for_its_desired_commit(tmp_path: Path) -> None:
         assert released == [(g.key, PRIO_LIVE)]
         assert state.durable(g.key) and not state.awaits_commit(g.key)
         assert state.awaiting_urgent == 0
-        state.set_desired(g.key, Desired(6, False, g))  # a newer version: a new commit
+        state.set_desired(g.key, Desired.of(6, False, g))  # a newer version: a new commit
         assert not state.durable(g.key)
         state.hold_for_commit(g.key, PRIO_REPAIR)
         await until(lambda: len(released) == 2, "the second commit", within=10.0)

@@ -6,17 +6,21 @@ import builtins
 from collections.abc import Callable
 
 from ..model import Resource, digest
+from ..stored import StoredResource
 
 
 class NodeCache:
     """Read-only view of the resources the handler has applied.
 
-    :param applied: the node's applied state, ``key -> (revision, resource)``
+    Resources are held as their stored text (see :mod:`.record`); each read
+    builds new models from it.
+
+    :param applied: the node's applied state, ``key -> (revision, record)``
         (shared, not copied: the view is always current).
     :param on_change: unused hook kept for subclasses (default ``None``).
     """
 
-    def __init__(self, applied: dict[str, tuple[int, Resource]],
+    def __init__(self, applied: dict[str, tuple[int, StoredResource]],
                  on_change: Callable[[], None] | None = None):
         self._applied = applied
         self._digest: str | None = None
@@ -25,14 +29,15 @@ class NodeCache:
     def get(self, key: str) -> Resource | None:
         """The applied version of ``key``, or ``None``."""
         entry = self._applied.get(key)
-        return entry[1] if entry is not None else None
+        return entry[1].model() if entry is not None else None
 
     def list(self, kind: str | None = None) -> list[Resource]:
         """Applied resources sorted by key, optionally only those of ``kind``."""
+        applied = self._applied
         if kind is None:
-            return [self._applied[k][1] for k in sorted(self._applied)]
+            return [applied[k][1].model() for k in sorted(applied)]
         prefix = f"{kind}/"
-        return [self._applied[k][1] for k in sorted(self._applied) if k.startswith(prefix)]
+        return [applied[k][1].model() for k in sorted(applied) if k.startswith(prefix)]
 
     def keys(self) -> builtins.list[str]:
         return sorted(self._applied)
@@ -50,7 +55,7 @@ class NodeCache:
     def digest(self) -> str:
         """SHA-256 of the applied state (see :func:`schemacache.model.digest`)."""
         if self._digest is None:
-            self._digest = digest((k, r.mod_revision) for k, (_, r) in self._applied.items())
+            self._digest = digest((k, s.mod_revision) for k, (_, s) in self._applied.items())
         return self._digest
 
     def invalidate(self) -> None:

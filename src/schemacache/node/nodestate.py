@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..kinds import level
 from ..model import Resource
+from ..stored import StoredResource
 from .cache import NodeCache
 from .queue import PRIO_RETRY
 from .state import StateStore
@@ -30,14 +31,36 @@ class Desired:
 
     :param revision: the version's revision (the delete revision for a tombstone).
     :param deleted: a tombstone: the key is deleted at ``revision``.
-    :param resource: the version (for a tombstone, the last version known).
+    :param stored: the version (for a tombstone, the last version known).
     :param live: received from the watch (its propagation delay is measured).
+    :param model: the version as a model, while it is on its way to the handler
+        (default ``None``: built from ``stored`` when needed); dropped once the
+        version is settled, so a settled key costs only its record.
     """
 
     revision: int
     deleted: bool
-    resource: Resource
+    stored: StoredResource
     live: bool = False
+    model: Resource | None = None
+
+    @classmethod
+    def of(cls, revision: int, deleted: bool, resource: Resource, live: bool = False,
+           text: str | None = None) -> Desired:
+        """The desired version ``resource`` (``text``: its stored JSON, if at hand)."""
+        return cls(revision, deleted, StoredResource.of(resource, text), live, resource)
+
+    @property
+    def resource(self) -> Resource:
+        """The version as a model (built from ``stored`` if not at hand, and kept
+        until :meth:`NodeState.release_model`)."""
+        if self.model is None:
+            self.model = self.stored.model()
+        return self.model
+
+    def resource_of(self, stored: StoredResource) -> Resource:
+        """``stored`` as a model: :attr:`resource` when it is this version."""
+        return self.resource if stored is self.stored else stored.model()
 
 
 class NodeState:
@@ -51,7 +74,7 @@ class NodeState:
     def __init__(self, store: StateStore, *, on_durable: Callable[[str, int], None]):
         self.store = store
         self.desired: dict[str, Desired] = {}
-        self.applied: dict[str, tuple[int, Resource]] = {}
+        self.applied: dict[str, tuple[int, StoredResource]] = {}
         self.cache = NodeCache(self.applied)
         self.cluster_id: str | None = None
         self._on_durable = on_durable
@@ -64,11 +87,10 @@ class NodeState:
 
     # --- desired ---------------------------------------------------------------
 
-    def set_desired(self, key: str, d: Desired, stored_json: str | None = None) -> None:
-        """``d`` is the newest version of ``key`` (``stored_json``: its registry
-        text, if at hand)."""
+    def set_desired(self, key: str, d: Desired) -> None:
+        """``d`` is the newest version of ``key``."""
         self.desired[key] = d
-        self.store.put_desired(key, d.revision, d.deleted, d.resource, d.live, stored_json)
+        self.store.put_desired(key, d.revision, d.deleted, d.stored, d.live)
 
     def drop_desired(self, key: str) -> None:
         """Forget ``key`` (deleted everywhere)."""
@@ -78,20 +100,32 @@ class NodeState:
     # --- applied ---------------------------------------------------------------
 
     def set_applied(self, key: str, revision: int,
-                    resource: Resource) -> tuple[int, Resource] | None:
-        """The handler holds ``resource`` at ``revision``; the previous entry."""
+                    stored: StoredResource) -> tuple[int, StoredResource] | None:
+        """The handler holds ``stored`` at ``revision``; the previous entry."""
         previous = self.applied.get(key)
-        self.applied[key] = (revision, resource)
-        self.store.put_applied(key, revision, resource)
+        self.applied[key] = (revision, stored)
+        self.store.put_applied(key, revision, stored)
         self.cache.invalidate()
+        d = self.desired.get(key)
+        if d is not None and d.stored is stored:
+            d.model = None
         return previous
 
-    def drop_applied(self, key: str) -> tuple[int, Resource] | None:
+    def drop_applied(self, key: str) -> tuple[int, StoredResource] | None:
         """The handler deleted ``key``; the previous entry."""
         previous = self.applied.pop(key, None)
         self.store.delete_applied(key)
         self.cache.invalidate()
+        d = self.desired.get(key)
+        if d is not None and d.deleted:
+            d.model = None
         return previous
+
+    def release_model(self, key: str) -> None:
+        """``key`` is settled: hold its desired version as its record only."""
+        d = self.desired.get(key)
+        if d is not None:
+            d.model = None
 
     def mark_reapply(self, keys: Iterable[str], *, durable: bool = False) -> None:
         """Force the applied version of ``keys`` to be applied again (``durable``:

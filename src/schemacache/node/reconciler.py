@@ -24,6 +24,7 @@ from ..model import Event, EventType, Resource
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry.history import event_mark
+from ..stored import StoredResource
 from .deps import Dependencies
 from .failures import ALERT_EXHAUSTED, FailureLog
 from .handler import HandlerCaller
@@ -54,7 +55,7 @@ def _prerequisite_keys(resource: Resource) -> list[str]:
     return [ref.key for ref in references(resource)]
 
 
-def _delete_version(tombstone: Resource, applied: Resource) -> Resource:
+def _delete_version(tombstone: StoredResource, applied: StoredResource) -> StoredResource:
     """The version a delete names: the newest the handler may hold.
 
     The tombstone carries the registry's last version, possibly newer than the
@@ -140,16 +141,20 @@ class Reconciler:
         self.progress.received_revision = loaded.received_revision
         self._received = loaded.received_mark
         self.state.cluster_id = loaded.cluster_id
-        for key, (rev, deleted, res) in loaded.desired.items():
-            self.desired[key] = Desired(rev, deleted, res)
+        for key, (rev, deleted, stored) in loaded.desired.items():
+            self.desired[key] = Desired(rev, deleted, stored)
         counts: dict[str, int] = {}
-        for key, (rev, res) in loaded.applied.items():
-            self.applied[key] = (rev, res)
-            self.deps.index(key, (), _prerequisite_keys(res))
+        for key, (rev, stored) in loaded.applied.items():
+            self.applied[key] = (rev, stored)
+            model = stored.model()
+            self.deps.index(key, (), _prerequisite_keys(model))
             kind = _kind(key)
             counts[kind] = counts.get(kind, 0) + 1
-            if key not in self.desired:  # cannot happen with an intact file; be safe
-                self.desired[key] = Desired(rev, False, res)
+            d = self.desired.get(key)
+            if d is None:  # cannot happen with an intact file; be safe
+                self.desired[key] = d = Desired(rev, False, stored)
+            if d.stored is stored:
+                d.model = model  # the start-up replay hands it over; dropped once settled
         # One gauge update per kind, not per key (labels()/set() cost microseconds).
         for kind, n in counts.items():
             self._meters.cached(kind, n)
@@ -181,9 +186,9 @@ class Reconciler:
             a = self.applied.get(key)
             if d.deleted:
                 if a is not None:
-                    deletes.append(_delete_version(d.resource, a[1]))
+                    deletes.append(d.resource_of(_delete_version(d.stored, a[1])))
             elif a is not None and a[0] == d.revision:
-                applies.append(a[1])
+                applies.append(d.resource_of(a[1]))
             else:
                 applies.append(d.resource)
         return applies, deletes
@@ -197,7 +202,8 @@ class Reconciler:
             previous = self.applied.get(key)
             if key in errors or (previous is not None and previous[0] == d.revision):
                 continue
-            self.state.set_applied(key, d.revision, res)
+            # Not settled before: ``res`` is the desired version (see replay_plan).
+            self.state.set_applied(key, d.revision, d.stored)
             self._reindex(key, previous, _prerequisite_keys(res))
             if previous is None:
                 self._meters.cached(_kind(key), +1)
@@ -243,8 +249,8 @@ class Reconciler:
         if event.resource.kind != NODE_KIND:
             cur = self.desired.get(key)
             if cur is None or cur.revision < event.revision:
-                d = Desired(event.revision, deleted, event.resource, True)
-                self.state.set_desired(key, d, event.stored_json)
+                d = Desired.of(event.revision, deleted, event.resource, True, event.stored_json)
+                self.state.set_desired(key, d)
                 self._desired_changed(key, d, PRIO_LIVE)
         if self.progress.receive(event.revision):
             self._received = event
@@ -270,9 +276,10 @@ class Reconciler:
 
     # ------------------------------------------------------------------ repair
 
-    def refresh_from_listing(self, resources: list[Resource], revision: int, *, reset: bool,
-                             manual: bool, rewound: bool = False) -> WorkBatch:
-        """Fold a full listing at ``revision`` into desired state and enqueue every
+    def refresh_from_listing(self, resources: list[tuple[str, StoredResource]], revision: int,
+                             *, reset: bool, manual: bool, rewound: bool = False) -> WorkBatch:
+        """Fold a full listing at ``revision`` (``(key, record)`` pairs, see
+        :meth:`Registry.list_stored`) into desired state and enqueue every
         unsettled key at repair priority.
 
         :param reset: the registry was recreated: revisions before it mean nothing,
@@ -287,10 +294,7 @@ class Reconciler:
             received revision (restored, then written past it), every desired
             version is replaced and every applied one applied again.
         """
-        listed: dict[str, Resource] = {}
-        for r in resources:
-            if r.kind != NODE_KIND:
-                listed[r.key] = r
+        listed = {key: r for key, r in resources if _kind(key) != NODE_KIND}
         # Rewound below what the node received, the versions above the listing are
         # the lost ones; at or past it (restored, then written past) revisions cannot
         # tell lost from kept, so every version is taken from the listing again.
@@ -324,7 +328,7 @@ class Reconciler:
                 if not (rewound and cur.revision > revision):
                     continue
             if reset or rewound or cur.revision <= revision:
-                d = Desired(revision, True, cur.resource)
+                d = Desired(revision, True, cur.stored)
                 self.state.set_desired(key, d)
                 self._desired_changed_quiet(key, d)
         if reset or rewound or revision > self.progress.received_revision:
@@ -362,10 +366,7 @@ class Reconciler:
             if d is None:
                 continue
             if self._is_settled_applied(key, d):
-                self.progress.settle(key)
-                self.deps.unpark(key)
-                if key in self.failures:
-                    self._clear_failure(key)
+                self._converged(key)
                 continue
             self.progress.mark_unsettled(key, d.revision)
             failure = self.failures.get(key)
@@ -411,8 +412,9 @@ class Reconciler:
             return
         applied = self.applied.get(key)
         op = "delete" if d.deleted else "apply"
-        resource = (_delete_version(d.resource, applied[1]) if d.deleted and applied is not None
-                    else d.resource)
+        stored = (_delete_version(d.stored, applied[1]) if d.deleted and applied is not None
+                  else d.stored)
+        resource = d.resource_of(stored)
         kind = resource.kind
         self._running[key] = self._loop.time()
         started = time.perf_counter()
@@ -486,7 +488,7 @@ class Reconciler:
                     prerequisites: list[str]) -> None:
         previous = self.applied.get(key)
         if op == "apply":
-            self.state.set_applied(key, d.revision, resource)
+            self.state.set_applied(key, d.revision, d.stored)
             self._reindex(key, previous, prerequisites)
             if previous is None:
                 self._meters.cached(_kind(key), +1)
@@ -566,6 +568,7 @@ class Reconciler:
         self.deps.unpark(key)
         if key in self.failures:
             self._clear_failure(key)
+        self.state.release_model(key)
 
     # ------------------------------------------------------------------ dependencies
 
@@ -601,11 +604,11 @@ class Reconciler:
         for waiter, prio in self.deps.waiters(key):
             self.queue.add(waiter, prio)
 
-    def _reindex(self, key: str, previous: tuple[int, Resource] | None,
+    def _reindex(self, key: str, previous: tuple[int, StoredResource] | None,
                  new_prerequisites: Iterable[str]) -> None:
         """Move ``key`` in the dependents index from what its ``previous`` applied
         version referenced to ``new_prerequisites``."""
-        old = _prerequisite_keys(previous[1]) if previous is not None else ()
+        old = _prerequisite_keys(previous[1].model()) if previous is not None else ()
         self.deps.index(key, old, new_prerequisites)
 
     # ------------------------------------------------------------------ progress

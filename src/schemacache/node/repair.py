@@ -187,7 +187,7 @@ class Repairer:
         try:
             cluster_id = await self.registry.cluster_id()
             pause.enter_context(gc_paused())
-            resources, revision = await self.registry.list()
+            resources, revision = await self.registry.list_stored()
         except asyncio.CancelledError:
             pause.close()
             raise

@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydantic_core
-
 from .._gc import gc_paused
 from .._sqlite import enable_wal
-from ..model import Event, Resource
+from ..model import Event
 from ..registry.history import event_mark
+from ..stored import StoredResource
 from .dirlock import DirLock
 from .failures import FailureRecord
 
@@ -77,10 +76,17 @@ class StateError(Exception):
     """The state file is unreadable or belongs to something else."""
 
 
-def _decode(text: str) -> Any:
-    # pydantic-core's parser is about twice as fast as json.loads on resources,
-    # and caching the repeated strings (field names, kinds) saves memory too.
-    return pydantic_core.from_json(text, cache_strings="all")
+_RESOURCE_FIELDS = ("json_extract(resource, '$.metadata.mod_revision'), "
+                    "json_extract(resource, '$.kind'), json_extract(resource, '$.metadata.name')")
+"""What loading reads of a stored resource besides its text (malformed JSON
+makes SQLite raise, which moves the file aside)."""
+
+
+def _record(key: str, text: Any, mod_revision: Any, kind: Any, name: Any) -> StoredResource:
+    if not (isinstance(text, str) and isinstance(mod_revision, int)
+            and isinstance(kind, str) and isinstance(name, str)):
+        raise StateError(f"the stored resource of {key!r} is not a resource")
+    return StoredResource(text, mod_revision)
 
 
 @dataclass
@@ -98,14 +104,14 @@ class LoadedState:
     cluster_id: str | None = None
     rewound: str | None = None
     """The summary of a registry rewind the node had not converged after."""
-    desired: dict[str, tuple[int, bool, Resource]] = field(default_factory=dict)
-    applied: dict[str, tuple[int, Resource]] = field(default_factory=dict)
+    desired: dict[str, tuple[int, bool, StoredResource]] = field(default_factory=dict)
+    applied: dict[str, tuple[int, StoredResource]] = field(default_factory=dict)
     failures: dict[str, FailureRecord] = field(default_factory=dict)
     moved_aside: str | None = None
 
 
-_Desired = tuple[int, bool, Resource, bool, str | None] | None
-_Applied = tuple[int, Resource] | None
+_Desired = tuple[int, bool, StoredResource, bool] | None
+_Applied = tuple[int, StoredResource] | None
 
 
 _Batch = tuple[dict[str, _Desired], dict[str, _Applied], dict[str, FailureRecord | None],
@@ -139,9 +145,6 @@ class StateStore:
         self.on_desired_committed: Callable[[Iterable[str]], None] | None = None
         """Called (on the event loop) with the keys whose desired rows a commit wrote."""
         self._urgent = asyncio.Event()
-        # Text of desired versions committed but not applied yet, by key (touched
-        # by the committing thread only; commits never overlap).
-        self._recent_texts: dict[str, tuple[Resource, str]] = {}
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -216,20 +219,22 @@ class StateStore:
         loaded.received_mark = meta.get("received_mark", "")
         loaded.cluster_id = meta.get("cluster_id")
         loaded.rewound = meta.get("rewound") or None
-        for key, rev, deleted, text in conn.execute(
-                "SELECT key, revision, deleted, resource FROM desired"):
-            loaded.desired[key] = (int(rev), bool(deleted), Resource.from_stored(_decode(text)))
+        # Resources stay text (models are built when asked for); SQLite checks
+        # each is a resource's JSON and reads its revision without a decode.
+        for key, rev, deleted, text, mod, kind, name in conn.execute(
+                f"SELECT key, revision, deleted, resource, {_RESOURCE_FIELDS} FROM desired"):
+            loaded.desired[key] = (int(rev), bool(deleted), _record(key, text, mod, kind, name))
             self._durable_desired[key] = int(rev)
-        # Most applied versions are the desired ones: share the object, parse once.
-        for key, rev, text in conn.execute(
-                "SELECT a.key, a.revision, CASE WHEN d.revision = a.revision AND d.deleted = 0 "
-                "THEN NULL ELSE a.resource END FROM applied a LEFT JOIN desired d "
-                "ON d.key = a.key"):
-            if text is None:
-                res = loaded.desired[key][2]
-            else:
-                res = Resource.from_stored(_decode(text))
-            loaded.applied[key] = (int(rev), res)
+        # Most applied versions are the desired ones: share the record.
+        for key, rev, text, mod, kind, name in conn.execute(
+                "SELECT a.key, a.revision, a.resource, " + _RESOURCE_FIELDS.replace(
+                    "resource", "a.resource") + " FROM applied a LEFT JOIN desired d "
+                "ON d.key = a.key WHERE d.revision IS NOT a.revision OR d.deleted != 0"):
+            loaded.applied[key] = (int(rev), _record(key, text, mod, kind, name))
+        for key, rev in conn.execute(
+                "SELECT a.key, a.revision FROM applied a JOIN desired d ON d.key = a.key "
+                "WHERE d.revision = a.revision AND d.deleted = 0"):
+            loaded.applied[key] = (int(rev), loaded.desired[key][2])
         for key, rev, attempts, first, last, err in conn.execute(
                 "SELECT key, revision, attempts, first_failed, last_failed, last_error "
                 "FROM failures"):
@@ -273,15 +278,13 @@ class StateStore:
 
     # --- buffered writes ----------------------------------------------------
 
-    def put_desired(self, key: str, revision: int, deleted: bool, resource: Resource,
-                    live: bool = False, stored_json: str | None = None) -> None:
+    def put_desired(self, key: str, revision: int, deleted: bool, stored: StoredResource,
+                    live: bool = False) -> None:
         """Record the desired version of ``key``.
 
-        :param live: it came from the watch (not from a listing).
-        :param stored_json: the resource's JSON as the registry stored it, if
-            known (default ``None``): written as is instead of encoding again.
+        :param live: it came from the watch (not from a listing; default ``False``).
         """
-        self._desired[key] = (revision, deleted, resource, live, stored_json)
+        self._desired[key] = (revision, deleted, stored, live)
         # Not durable until this row is committed (a reset or rewind can reuse
         # the revision number of the row on disk for another version).
         self._durable_desired.pop(key, None)
@@ -291,8 +294,8 @@ class StateStore:
         self._desired[key] = None
         self._poke()
 
-    def put_applied(self, key: str, revision: int, resource: Resource) -> None:
-        self._applied[key] = (revision, resource)
+    def put_applied(self, key: str, revision: int, stored: StoredResource) -> None:
+        self._applied[key] = (revision, stored)
         self._poke()
 
     def delete_applied(self, key: str) -> None:
@@ -437,38 +440,20 @@ class StateStore:
         conn = self._conn
         if conn is None:
             raise StateError("state file is closed")
-        texts: dict[int, str] = {}
-        recent = self._recent_texts
-
-        def text(resource: Resource) -> str:
-            t = texts.get(id(resource))
-            if t is None:
-                t = resource.to_json()
-                texts[id(resource)] = t
-            return t
-
         d_put = []
         d_del = []
         for key, dv in desired.items():
             if dv is None:
                 d_del.append((key,))
-                recent.pop(key, None)
             else:
-                t = dv[4] if dv[4] is not None else text(dv[2])
-                d_put.append((key, dv[0], int(dv[1]), t, int(dv[3])))
-                if not dv[1]:
-                    recent[key] = (dv[2], t)
+                d_put.append((key, dv[0], int(dv[1]), dv[2].text, int(dv[3])))
         a_put = []
         a_del = []
         for key, av in applied.items():
             if av is None:
                 a_del.append((key,))
             else:
-                # The applied version is nearly always the desired one committed
-                # in an earlier batch: reuse its text instead of encoding it again.
-                seen = recent.pop(key, None)
-                a_put.append((key, av[0], seen[1] if seen is not None and seen[0] is av[1]
-                              else text(av[1])))
+                a_put.append((key, av[0], av[1].text))
         f_put = []
         f_del = []
         for key, fv in failures.items():

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import RegistryRewoundError
 from ..model import Event, Resource
+from ..stored import StoredResource
 from .rules import ApplyResult as ApplyResult  # where it was defined first
 
 DEFAULT_NODE_TTL = 10.0
@@ -103,6 +104,15 @@ class Registry(abc.ABC):
     async def list(self, prefix: str = "") -> tuple[list[Resource], int]:
         """Every schema resource whose key starts with ``prefix``, sorted by key,
         and the revision of that snapshot (taken atomically)."""
+
+    async def list_stored(
+            self, prefix: str = "") -> tuple[builtins.list[tuple[str, StoredResource]], int]:
+        """:meth:`list` with each resource as ``(key, record)``, the record holding
+        its stored JSON (see :mod:`schemacache.stored`): for a consumer that keeps
+        resources as text, without building every model at once.  The default
+        encodes :meth:`list`; backends that store JSON hand it out as is."""
+        resources, revision = await self.list(prefix)
+        return [(r.key, StoredResource.of(r)) for r in resources], revision
 
     @abc.abstractmethod
     async def revision(self) -> int:

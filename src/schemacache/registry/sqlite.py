@@ -53,6 +53,7 @@ from ..errors import (
     SchemaCacheError,
 )
 from ..model import Event, Resource
+from ..stored import StoredResource
 from .base import (
     DEFAULT_HISTORY,
     DEFAULT_NODE_TTL,
@@ -91,6 +92,7 @@ SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 # Aliases: inside the class, ``list`` names the method.
 _Resources: TypeAlias = list[Resource]
+_Listing: TypeAlias = list[tuple[str, StoredResource]]
 _Events: TypeAlias = list[Event]
 _Nodes: TypeAlias = list[NodeInfo]
 _Results: TypeAlias = list[ApplyResult]
@@ -210,6 +212,9 @@ class SqliteRegistry(Registry):
 
     async def list(self, prefix: str = "") -> tuple[_Resources, int]:
         return await self._read(self._list, prefix)
+
+    async def list_stored(self, prefix: str = "") -> tuple[_Listing, int]:
+        return await self._read(self._list_stored, prefix)
 
     async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         _, revision, compact_revision = await self._run(self._meta)
@@ -585,6 +590,21 @@ class SqliteRegistry(Registry):
             finally:
                 conn.execute("COMMIT")
             return [_decode(v) for v in values], revision
+
+    def _list_stored(self, conn: sqlite3.Connection, prefix: str) -> tuple[_Listing, int]:
+        # The stored values are the resources' JSON: handed out as they are.
+        low, high = _prefix_bounds(prefix)
+        conn.execute("BEGIN")
+        try:
+            revision = self._meta(conn)[1]
+            rows = conn.execute(
+                "SELECT key, value, mod_revision FROM resources WHERE key >= ? "
+                + ("ORDER BY key" if high is None else "AND key < ? ORDER BY key"),
+                (low,) if high is None else (low, high))
+            return [(key, StoredResource(value, mod)) for key, value, mod in rows
+                    if key.startswith(prefix)], revision
+        finally:
+            conn.execute("COMMIT")
 
     def _iter_candidates(self, conn: sqlite3.Connection, key: str) -> Iterator[Resource]:
         """The resources under the prefixes where dependents of ``key`` can live, lazily."""
