@@ -85,6 +85,22 @@ async def test_list_is_a_snapshot_sorted_by_key(registry: Registry) -> None:
     assert [r.key for r in only] == ["measure/a/m"]
 
 
+async def test_stored_listing_is_the_listing_as_text(registry: Registry) -> None:
+    await registry.put(group("b"))
+    await registry.put(group("a"))
+    await registry.put(measure("a", "m"))
+    items, rev = await registry.list()
+    stored, stored_rev = await registry.list_stored()
+    assert stored_rev == rev
+    assert [key for key, _ in stored] == [r.key for r in items]
+    for (_, record), resource in zip(stored, items, strict=True):
+        assert record.mod_revision == resource.mod_revision
+        assert record.model() == resource and record.model().to_dict() == resource.to_dict()
+    only, _ = await registry.list_stored("measure/")
+    assert [key for key, _ in only] == ["measure/a/m"]
+    assert (await registry.list_stored("nothing/"))[0] == []
+
+
 async def test_watch_from_list_revision_sees_every_later_write_once_in_order(
     registry: Registry,
 ) -> None:
