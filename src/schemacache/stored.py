@@ -52,7 +52,7 @@ class StoredResource:
         :param text: its JSON as the registry stored it, if at hand (default
             ``None``: encoded here).  It must be the JSON of ``resource``.
         """
-        return cls(resource.to_json() if text is None else text, resource.mod_revision)
+        return cls(resource.to_json() if text is None else text, resource.metadata.mod_revision)
 
     def model(self) -> Resource:
         """A new :class:`Resource` built from the text (not validated again: it
