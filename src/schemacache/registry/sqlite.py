@@ -72,6 +72,8 @@ from .rules import (
     refuse_if_referenced,
 )
 from .sqlite_changes import decode, mark_at, read_changes, read_meta
+from .sqlite_listing import open_reader, read_stored
+from .sqlite_listing import prefix_bounds as _prefix_bounds
 from .sqlite_rows import preloaded
 
 DEFAULT_POLL_INTERVAL = 0.01
@@ -82,12 +84,6 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 
 READER_THREADS = 4
 """Threads (each with its own connection) serving reads beside the writer."""
-
-READER_CACHE_KIB = 512
-"""Page cache of each reader connection, in KiB (SQLite's default is 2 MiB).
-Readers stream listings and the tail of the change log, each page read about
-once, and the operating system caches the file anyway; the default cache was
-a fifth of a node's memory at 10,000 resources."""
 
 WATCH_SAFETY_WAKEUP = 1.0
 """Seconds after which an idle watcher re-reads the log even without a notice."""
@@ -147,22 +143,6 @@ class SqliteStoreError(SchemaCacheError):
         super().__init__(f"sqlite registry {path}: {reason}")
 
 
-def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
-    """The key range ``[low, high)`` holding exactly the keys starting with ``prefix``.
-
-    SQLite compares TEXT bytewise (UTF-8), which orders like code points, so the
-    prefix with its last character incremented bounds the range from above.
-    ``high`` is ``None`` when there is no such bound (empty prefix, or a last
-    character without a successor); callers then filter in Python.
-    """
-    if not prefix:
-        return "", None
-    last = ord(prefix[-1]) + 1
-    if last > 0x10FFFF or 0xD800 <= last <= 0xDFFF:
-        return prefix, None
-    return prefix, prefix[:-1] + chr(last)
-
-
 _decode = decode
 
 
@@ -220,7 +200,7 @@ class SqliteRegistry(Registry):
         return await self._read(self._list, prefix)
 
     async def list_stored(self, prefix: str = "") -> tuple[_Listing, int]:
-        return await self._read(self._list_stored, prefix)
+        return await self._read(read_stored, prefix)
 
     async def check_resume(self, start_revision: int, mark: str | None = None) -> None:
         _, revision, compact_revision = await self._run(self._meta)
@@ -458,13 +438,9 @@ class SqliteRegistry(Registry):
             if self._idle_readers:
                 return self._idle_readers.pop()
         try:
-            conn = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT,
-                                   isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(DEFAULT_BUSY_TIMEOUT * 1000)}")
-            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+            return open_reader(self.path, DEFAULT_BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise self._map_error(exc) from exc
-        return conn
 
     def _give_back_reader(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
@@ -597,21 +573,6 @@ class SqliteRegistry(Registry):
             finally:
                 conn.execute("COMMIT")
             return [_decode(v) for v in values], revision
-
-    def _list_stored(self, conn: sqlite3.Connection, prefix: str) -> tuple[_Listing, int]:
-        # The stored values are the resources' JSON: handed out as they are.
-        low, high = _prefix_bounds(prefix)
-        conn.execute("BEGIN")
-        try:
-            revision = self._meta(conn)[1]
-            rows = conn.execute(
-                "SELECT key, value, mod_revision FROM resources WHERE key >= ? "
-                + ("ORDER BY key" if high is None else "AND key < ? ORDER BY key"),
-                (low,) if high is None else (low, high))
-            return [(key, StoredResource(value, mod)) for key, value, mod in rows
-                    if key.startswith(prefix)], revision
-        finally:
-            conn.execute("COMMIT")
 
     def _iter_candidates(self, conn: sqlite3.Connection, key: str) -> Iterator[Resource]:
         """The resources under the prefixes where dependents of ``key`` can live, lazily."""
