@@ -19,7 +19,6 @@ class ReconcileMeters:
         self.metrics = metrics
         self._events: dict[tuple[str, EventType], Any] = {}
         self._calls: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._kind_gauges: dict[str, Any] = {}
         self._kind_counts: dict[str, int] = {}
 
     def event(self, kind: str, type_: EventType) -> None:
@@ -42,9 +41,9 @@ class ReconcileMeters:
 
     def cached(self, kind: str, delta: int) -> None:
         """``delta`` more applied resources of ``kind``."""
-        n = self._kind_counts.get(kind, 0) + delta
-        self._kind_counts[kind] = n
-        gauge = self._kind_gauges.get(kind)
-        if gauge is None:
-            gauge = self._kind_gauges[kind] = self.metrics.cache_entries.labels(kind=kind)
-        gauge.set(n)
+        counts = self._kind_counts
+        if kind not in counts:
+            counts[kind] = 0
+            # Read when scraped: a gauge's set() takes a lock, once per apply.
+            self.metrics.cache_entries.labels(kind=kind).set_function(lambda: counts[kind])
+        counts[kind] += delta
