@@ -23,6 +23,7 @@ from ..kinds import level, references
 from ..model import Event, EventType, Resource
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
+from ..registry.base import Registry
 from ..registry.history import event_mark
 from ..stored import StoredResource
 from .deps import Dependencies
@@ -48,6 +49,23 @@ class RepairRequester(Protocol):
     """What the reconciler needs of the repairer: asking for a full sync."""
 
     def request(self, reason: str) -> Any: ...
+
+
+Listed = tuple[str, StoredResource, Resource | None]
+"""One resource of a full listing: its key, its record and its model when the
+registry built one anyway (``None``: built when needed)."""
+
+
+async def list_registry(registry: Registry) -> tuple[Iterable[Listed], int]:
+    """``registry``'s full listing for a sync (to be iterated once): its stored
+    text where the backend hands that out (no model is built), else the models
+    of :meth:`Registry.list` with their records (the models are kept until
+    their keys settle)."""
+    if registry.lists_stored_text:
+        items, revision = await registry.list_stored()
+        return ((key, record, None) for key, record in items), revision
+    resources, revision = await registry.list()
+    return ((r.key, StoredResource.of(r), r) for r in resources), revision
 
 
 def _prerequisite_keys(resource: Resource) -> list[str]:
@@ -276,11 +294,10 @@ class Reconciler:
 
     # ------------------------------------------------------------------ repair
 
-    def refresh_from_listing(self, resources: list[tuple[str, StoredResource]], revision: int,
-                             *, reset: bool, manual: bool, rewound: bool = False) -> WorkBatch:
-        """Fold a full listing at ``revision`` (``(key, record)`` pairs, see
-        :meth:`Registry.list_stored`) into desired state and enqueue every
-        unsettled key at repair priority.
+    def refresh_from_listing(self, resources: Iterable[Listed], revision: int, *, reset: bool,
+                             manual: bool, rewound: bool = False) -> WorkBatch:
+        """Fold a full listing at ``revision`` (see :func:`list_registry`) into
+        desired state and enqueue every unsettled key at repair priority.
 
         :param reset: the registry was recreated: revisions before it mean nothing,
             so every applied version is applied again and desired state is replaced.
@@ -294,7 +311,13 @@ class Reconciler:
             received revision (restored, then written past it), every desired
             version is replaced and every applied one applied again.
         """
-        listed = {key: r for key, r in resources if _kind(key) != NODE_KIND}
+        listed: dict[str, StoredResource] = {}
+        models: dict[str, Resource] = {}
+        for key, r, model in resources:
+            if _kind(key) != NODE_KIND:
+                listed[key] = r
+                if model is not None:
+                    models[key] = model
         # Rewound below what the node received, the versions above the listing are
         # the lost ones; at or past it (restored, then written past) revisions cannot
         # tell lost from kept, so every version is taken from the listing again.
@@ -313,7 +336,7 @@ class Reconciler:
             cur = self.desired.get(key)
             if reset or past or cur is None or cur.revision < r.mod_revision or (
                     rewound and cur.revision != r.mod_revision):
-                d = Desired(r.mod_revision, False, r)
+                d = Desired(r.mod_revision, False, r, model=models.get(key))
                 self.state.set_desired(key, d)
                 self._desired_changed_quiet(key, d)
         for key, cur in list(self.desired.items()):

@@ -21,7 +21,7 @@ from ..backoff import compute_backoff
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
-from .reconciler import Reconciler
+from .reconciler import Reconciler, list_registry
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Repairer:
         try:
             cluster_id = await self.registry.cluster_id()
             pause.enter_context(gc_paused())
-            resources, revision = await self.registry.list_stored()
+            resources, revision = await list_registry(self.registry)
         except asyncio.CancelledError:
             pause.close()
             raise

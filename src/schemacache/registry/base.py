@@ -110,9 +110,17 @@ class Registry(abc.ABC):
         """:meth:`list` with each resource as ``(key, record)``, the record holding
         its stored JSON (see :mod:`schemacache.stored`): for a consumer that keeps
         resources as text, without building every model at once.  The default
-        encodes :meth:`list`; backends that store JSON hand it out as is."""
+        encodes :meth:`list`; backends that store JSON hand it out as is (and
+        say so with :attr:`lists_stored_text`)."""
         resources, revision = await self.list(prefix)
         return [(r.key, StoredResource.of(r)) for r in resources], revision
+
+    @property
+    def lists_stored_text(self) -> bool:
+        """Whether :meth:`list_stored` hands out the stored JSON as is, without
+        building models (the backend overrides it); otherwise the models of
+        :meth:`list` are built anyway, and worth keeping at hand."""
+        return type(self).list_stored is not Registry.list_stored
 
     @abc.abstractmethod
     async def revision(self) -> int:
