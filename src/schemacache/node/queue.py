@@ -147,6 +147,8 @@ class WorkQueue:
                 self._progress.set()
                 return key, prio
         self._nonempty.clear()
+        if not self._dirty:
+            self._dirty = {}  # drained: let go of the table a backlog grew
         return None
 
     async def pop(self) -> tuple[str, int]:
