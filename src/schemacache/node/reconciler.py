@@ -51,21 +51,20 @@ class RepairRequester(Protocol):
     def request(self, reason: str) -> Any: ...
 
 
-Listed = tuple[str, StoredResource, Resource | None]
-"""One resource of a full listing: its key, its record and its model when the
-registry built one anyway (``None``: built when needed)."""
+Listed = tuple[str, StoredResource | Resource]
+"""One resource of a full listing: its key and its record, or its model when
+the registry built one anyway."""
 
 
 async def list_registry(registry: Registry) -> tuple[Iterable[Listed], int]:
     """``registry``'s full listing for a sync (to be iterated once): its stored
     text where the backend hands that out (no model is built), else the models
-    of :meth:`Registry.list` with their records (the models are kept until
-    their keys settle)."""
+    of :meth:`Registry.list` (a model whose key needs it becomes a record, and
+    is kept until the key settles)."""
     if registry.lists_stored_text:
-        items, revision = await registry.list_stored()
-        return ((key, record, None) for key, record in items), revision
+        return await registry.list_stored()
     resources, revision = await registry.list()
-    return ((r.key, StoredResource.of(r), r) for r in resources), revision
+    return ((r.key, r) for r in resources), revision
 
 
 def _prerequisite_keys(resource: Resource) -> list[str]:
@@ -311,13 +310,7 @@ class Reconciler:
             received revision (restored, then written past it), every desired
             version is replaced and every applied one applied again.
         """
-        listed: dict[str, StoredResource] = {}
-        models: dict[str, Resource] = {}
-        for key, r, model in resources:
-            if _kind(key) != NODE_KIND:
-                listed[key] = r
-                if model is not None:
-                    models[key] = model
+        listed = {key: r for key, r in resources if _kind(key) != NODE_KIND}
         # Rewound below what the node received, the versions above the listing are
         # the lost ones; at or past it (restored, then written past) revisions cannot
         # tell lost from kept, so every version is taken from the listing again.
@@ -336,7 +329,8 @@ class Reconciler:
             cur = self.desired.get(key)
             if reset or past or cur is None or cur.revision < r.mod_revision or (
                     rewound and cur.revision != r.mod_revision):
-                d = Desired(r.mod_revision, False, r, model=models.get(key))
+                d = (Desired.of(r.mod_revision, False, r) if isinstance(r, Resource)
+                     else Desired(r.mod_revision, False, r))
                 self.state.set_desired(key, d)
                 self._desired_changed_quiet(key, d)
         for key, cur in list(self.desired.items()):

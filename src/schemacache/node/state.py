@@ -81,15 +81,16 @@ class StateError(Exception):
     """The state file is unreadable or belongs to something else."""
 
 
-_RESOURCE_FIELDS = ("json_extract(resource, '$.metadata.mod_revision'), "
-                    "json_extract(resource, '$.kind'), json_extract(resource, '$.metadata.name')")
+_RESOURCE_FIELDS = "json_extract(resource, '$.metadata.mod_revision')"
 """What loading reads of a stored resource besides its text (malformed JSON
 makes SQLite raise, which moves the file aside)."""
+_RESOURCE_START = '{"kind":"'
+"""How every resource text this store writes starts (``Resource.to_json``)."""
 
 
-def _record(key: str, text: Any, mod_revision: Any, kind: Any, name: Any) -> StoredResource:
+def _record(key: str, text: Any, mod_revision: Any) -> StoredResource:
     if not (isinstance(text, str) and isinstance(mod_revision, int)
-            and isinstance(kind, str) and isinstance(name, str)):
+            and text.startswith(_RESOURCE_START) and '"name":"' in text):
         raise StateError(f"the stored resource of {key!r} is not a resource")
     return StoredResource(text, mod_revision)
 
@@ -227,16 +228,16 @@ class StateStore:
         loaded.rewound = meta.get("rewound") or None
         # Resources stay text (models are built when asked for); SQLite checks
         # each is a resource's JSON and reads its revision without a decode.
-        for key, rev, deleted, text, mod, kind, name in conn.execute(
+        for key, rev, deleted, text, mod in conn.execute(
                 f"SELECT key, revision, deleted, resource, {_RESOURCE_FIELDS} FROM desired"):
-            loaded.desired[key] = (int(rev), bool(deleted), _record(key, text, mod, kind, name))
+            loaded.desired[key] = (int(rev), bool(deleted), _record(key, text, mod))
             self._durable_desired[key] = int(rev)
         # Most applied versions are the desired ones: share the record.
-        for key, rev, text, mod, kind, name in conn.execute(
+        for key, rev, text, mod in conn.execute(
                 "SELECT a.key, a.revision, a.resource, " + _RESOURCE_FIELDS.replace(
                     "resource", "a.resource") + " FROM applied a LEFT JOIN desired d "
                 "ON d.key = a.key WHERE d.revision IS NOT a.revision OR d.deleted != 0"):
-            loaded.applied[key] = (int(rev), _record(key, text, mod, kind, name))
+            loaded.applied[key] = (int(rev), _record(key, text, mod))
         for key, rev in conn.execute(
                 "SELECT a.key, a.revision FROM applied a JOIN desired d ON d.key = a.key "
                 "WHERE d.revision = a.revision AND d.deleted = 0"):
