@@ -31,15 +31,15 @@ MODULE_ALLOWLIST: dict[str, int] = {
     # Today's exceptions, each with the length it may not grow past. Shrink this
     # list as modules are split; never add to it.
     "schemacache.node.node": 445,
-    "schemacache.node.reconciler": 880,
-    "schemacache.node.state": 540,
-    "schemacache.registry.sqlite": 810,
+    "schemacache.node.reconciler": 680,
+    "schemacache.node.state": 495,
+    "schemacache.registry.sqlite": 800,
 }
 
 CLASS_ALLOWLIST: dict[str, int] = {
     "schemacache.node.node.Node": 390,
-    "schemacache.node.reconciler.Reconciler": 790,
-    "schemacache.node.state.StateStore": 400,
+    "schemacache.node.reconciler.Reconciler": 585,
+    "schemacache.node.state.StateStore": 370,
     "schemacache.registry.sqlite.SqliteRegistry": 650,
 }
 
