@@ -20,7 +20,7 @@ import pytest
 
 from factories import group, measure
 from node_procs.harness import NodeProc, read_record, wait_until
-from node_procs.recording import KILL_ENV
+from node_procs.recording import DELAY_ENV, KILL_ENV
 from schemacache import Resource, open_registry
 from schemacache.node.repair import ALERT_REWOUND
 from schemacache.observe.alerts import is_resolved
@@ -209,6 +209,9 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         assert meta.get("rewound"), meta
         assert "resolved" not in _rewind_alerts(receiver)
+        # A slow handler makes the repair the restarted node owes take a while:
+        # the node must not say ready before it is done.
+        node.env = {DELAY_ENV: "300"}
         await node.start()
         await node.wait_url()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from schemacache.model import Resource
@@ -32,6 +33,8 @@ RECORD_ENV = "SCHEMACACHE_TEST_RECORD"
 """Environment variable naming the record file."""
 KILL_ENV = "SCHEMACACHE_TEST_KILL_FILE"
 """Environment variable naming the kill trigger file (``<op> <key> <delay_ms>``)."""
+DELAY_ENV = "SCHEMACACHE_TEST_CALL_DELAY_MS"
+"""Environment variable: milliseconds every handler call takes (default 0)."""
 
 
 def _kill_self() -> None:
@@ -51,6 +54,7 @@ class RecordingHandler(FaultyHandler):
         self._file = open(path, "a", encoding="utf-8")  # lives as long as the process
         self._write(f"start {os.getpid()}")
         self._kill_file = os.environ.get(KILL_ENV)
+        self._delay = float(os.environ.get(DELAY_ENV, "0")) / 1000
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -59,6 +63,8 @@ class RecordingHandler(FaultyHandler):
             os.fsync(self._file.fileno())
 
     def _checked(self, op: str, resource: Resource) -> None:
+        if self._delay:
+            time.sleep(self._delay)  # a slow handler (this runs on a worker thread)
         try:
             self._call(resource.key)
         except Exception:
