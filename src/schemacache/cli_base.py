@@ -105,6 +105,9 @@ class BriefOutput(StrEnum):
     json = "json"
 
 
+BriefOutputOpt = Annotated[BriefOutput, typer.Option("--output", "-o", help="output format")]
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     """Print ``error: message`` on stderr; return the exit to raise."""
     err.print(f"[red]error:[/red] {message}", markup=True)

@@ -23,6 +23,7 @@ from .cli_base import (
     EXIT_USAGE,
     WAIT_POLL_INTERVAL,
     BriefOutput,
+    BriefOutputOpt,
     CacertOpt,
     NodeTokenOpt,
     Output,
@@ -306,8 +307,7 @@ async def _delete(key: str, cascade: bool, server: str, token: str | None,
 
 @command
 def status(
-    output: Annotated[BriefOutput, typer.Option("--output", "-o", help="output format")] = (
-        BriefOutput.table),
+    output: BriefOutputOpt = BriefOutput.table,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     cacert: CacertOpt = None,
@@ -329,8 +329,7 @@ async def _cluster(server: str, token: str | None, cacert: str | None = None,
 
 @command
 def digest(
-    output: Annotated[BriefOutput, typer.Option("--output", "-o", help="output format")] = (
-        BriefOutput.table),
+    output: BriefOutputOpt = BriefOutput.table,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     cacert: CacertOpt = None,
