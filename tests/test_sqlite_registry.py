@@ -36,8 +36,7 @@ from schemacache import (
     ValidationError,
     open_registry,
 )
-from schemacache.registry import sqlite as sqlite_module
-from schemacache.registry import sqlite_changes
+from schemacache.registry import sqlite_changes, sqlite_watch
 from schemacache.registry.history import event_mark
 from schemacache.registry.sqlite import SqliteRegistry, SqliteStoreError
 
@@ -326,11 +325,11 @@ async def test_list_snapshot_then_watch_from_next_revision(reg: SqliteRegistry) 
     await everything.aclose()
     await only_m.aclose()
     # With no watch left, the poll for other processes' commits stops.
-    await wait_until(lambda: reg._poller is None)
+    await wait_until(lambda: not reg._watches.polling)
 
     from_now = reg.watch()
     upcoming = asyncio.ensure_future(collect(from_now, 1))
-    await wait_until(lambda: len(reg._waiters) == 1)  # started, idle at the head
+    await wait_until(lambda: reg._watches.idle == 1)  # started, idle at the head
     assert await reg.put(index_rule("r8")) == 11
     assert [e.revision for e in await upcoming] == [11], "default start: the next revision"
     await from_now.aclose()
@@ -341,7 +340,7 @@ async def test_prefix_watch_reads_past_batches_of_other_keys(
 ) -> None:
     # No wake-ups at all for the watcher: it must read on by itself while
     # whole batches of the log hold no key under its prefix.
-    monkeypatch.setattr(sqlite_module, "WATCH_SAFETY_WAKEUP", 3600.0)
+    monkeypatch.setattr(sqlite_watch, "WATCH_SAFETY_WAKEUP", 3600.0)
     monkeypatch.setattr(sqlite_changes, "WATCH_BATCH", 10)
     writer = SqliteRegistry(db)
     watcher = SqliteRegistry(db, poll_interval=3600.0)

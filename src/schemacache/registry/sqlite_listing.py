@@ -1,16 +1,19 @@
 """The SQLite registry's readers: their connections, and resources read by
-key prefix as stored.
+key or key prefix, decoded or as stored.
 
 Free functions (run on a reader thread of
-:class:`~schemacache.registry.sqlite.SqliteRegistry`).
+:class:`~schemacache.registry.sqlite_conn.SqliteConnections`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
+from .._gc import gc_paused
+from ..model import Resource
 from ..stored import StoredResource
-from .sqlite_changes import read_meta
+from .sqlite_changes import decode, read_meta
 
 READER_CACHE_KIB = 512
 """Page cache of each reader connection, in KiB (SQLite's default is 2 MiB).
@@ -43,6 +46,39 @@ def prefix_bounds(prefix: str) -> tuple[str, str | None]:
     if last > 0x10FFFF or 0xD800 <= last <= 0xDFFF:
         return prefix, None
     return prefix, prefix[:-1] + chr(last)
+
+
+def get_value(conn: sqlite3.Connection, key: str) -> str | None:
+    """The stored JSON of ``key`` (``None``: no such resource)."""
+    row = conn.execute("SELECT value FROM resources WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def values_under(conn: sqlite3.Connection, prefix: str) -> Iterable[str]:
+    """The stored JSON of every resource under ``prefix``, by key, lazily."""
+    low, high = prefix_bounds(prefix)
+    if high is None:
+        rows = conn.execute(
+            "SELECT key, value FROM resources WHERE key >= ? ORDER BY key", (low,)
+        )
+        return (value for key, value in rows if key.startswith(prefix))
+    rows = conn.execute(
+        "SELECT value FROM resources WHERE key >= ? AND key < ? ORDER BY key", (low, high)
+    )
+    return (value for (value,) in rows)
+
+
+def read_resources(conn: sqlite3.Connection, prefix: str) -> tuple[list[Resource], int]:
+    """Every resource under ``prefix``, sorted by key, and the revision of that
+    snapshot (one read transaction)."""
+    with gc_paused():
+        conn.execute("BEGIN")
+        try:
+            revision = read_meta(conn)[1]
+            values = list(values_under(conn, prefix))
+        finally:
+            conn.execute("COMMIT")
+        return [decode(v) for v in values], revision
 
 
 def read_stored(conn: sqlite3.Connection,
