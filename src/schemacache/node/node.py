@@ -178,10 +178,10 @@ class Node:
             rewound = loaded.rewound
             del loaded  # its dicts are garbage now: not worth freezing
             freeze_long_lived()
-        self._repairer = Repairer(
-            self.registry, rec, self.metrics, self.alerter, interval=self.repair_interval,
-            backoff_base=self.repair_backoff_base, backoff_cap=self.repair_backoff_cap)
-        rec.repairer = self._repairer
+        self._repairer = rec.repairer = Repairer(
+            self.registry, self.settings, refresh=rec.refresh_from_listing, identity=rec.state,
+            received=lambda: rec.received_revision, rewind_record=self._store,
+            metrics=self.metrics, alerter=self.alerter)
         self._syncer = Syncer(
             self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
             reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)

@@ -4,6 +4,12 @@ Requests coalesce: at most one repair runs and one waits; every request made
 while one waits shares its result.  A repair whose listing fails fires
 ``SchemaRepairFailing`` and, for the reasons the watch loop does not retry
 itself, tries again with backoff.
+
+The repairer also decides what a registry that is not the one the node synced
+from means (a ``reset`` or ``rewound`` registry, see :mod:`.rewind`).  It
+reaches the node through narrow ports only: a :class:`Refresh` function that
+folds a listing into the node's state, the node's received revision, the
+registry cluster id it knows and the durable record of a rewind in progress.
 """
 
 from __future__ import annotations
@@ -13,21 +19,29 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._gc import freeze_long_lived, gc_paused
 from ..backoff import compute_backoff
+from ..errors import CompactedError, RegistryRewoundError
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
-from .reconciler import Reconciler, list_registry
+from .config import NodeSettings
+from .reconciler import list_registry
+from .rewind import ALERT_REWOUND as ALERT_REWOUND
+from .rewind import ClusterIdentity, RewindGuard, RewindRecord
 from .tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from .reconciler import Listed
+    from .workers import WorkBatch
 
 log = logging.getLogger(__name__)
 
 ALERT_REPAIR_FAILING = "SchemaRepairFailing"
-ALERT_REWOUND = "SchemaRegistryRewound"
 REASONS = ("exhausted", "compacted", "reset", "rewound", "startup", "periodic", "manual")
 OUTCOMES = ("ok", "partial", "error")
 """Label ``outcome`` of ``schemacache_repairs_total`` (a cancelled run is not counted)."""
@@ -37,6 +51,15 @@ _SELF_RETRIED = ("exhausted", "periodic", "manual")
 """Reasons whose failed repairs this module retries (the watch loop retries the others)."""
 PERIODIC_JITTER = 0.1
 """Periodic repairs run every ``interval`` ± this fraction."""
+
+
+class Refresh(Protocol):
+    """Folds a full listing at ``revision`` into the node's desired state and
+    enqueues every key whose desired version differs from the applied one
+    (``Reconciler.refresh_from_listing``); the batch is done once each was handled."""
+
+    def __call__(self, resources: Iterable[Listed], revision: int, *, reset: bool,
+                 manual: bool, rewound: bool) -> WorkBatch: ...
 
 
 @dataclass
@@ -57,29 +80,34 @@ class RepairRun:
 
 
 class Repairer:
-    """Runs coalesced repairs for one node.
+    """Runs coalesced repairs for one node, and tells a reset or rewound registry.
 
     :param registry: the registry to list.
-    :param reconciler: the node's state.
+    :param settings: the node's settings: ``repair_interval`` between periodic
+        repairs (``0`` = none), ``repair_backoff_base``/``repair_backoff_cap``
+        bounding the retry delays of a failed repair.
+    :param refresh: folds a listing into the node's state (see :class:`Refresh`).
+    :param received: returns the revision the node received every event up to.
+    :param identity: the registry cluster id the node knows.
+    :param rewind_record: where a rewind in progress is recorded durably.
     :param metrics: node metrics.
     :param alerter: alert sink.
-    :param interval: seconds between periodic repairs (``0`` = none).
-    :param backoff_base: first retry delay of a failed repair.
-    :param backoff_cap: largest retry delay of a failed repair.
     """
 
-    def __init__(self, registry: Registry, reconciler: Reconciler, metrics: NodeMetrics,
-                 alerter: Alerter, *, interval: float, backoff_base: float, backoff_cap: float):
+    def __init__(self, registry: Registry, settings: NodeSettings, *, refresh: Refresh,
+                 received: Callable[[], int], identity: ClusterIdentity,
+                 rewind_record: RewindRecord, metrics: NodeMetrics, alerter: Alerter):
         self.registry = registry
-        self.reconciler = reconciler
+        self._refresh = refresh
+        self._received = received
+        self.guard = RewindGuard(registry, identity, rewind_record, alerter)
+        """Tells a reset or rewound registry (see :mod:`.rewind`)."""
         self.metrics = metrics
         self.alerter = alerter
-        self.interval = interval
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.interval = settings.repair_interval
+        self.backoff_base = settings.repair_backoff_base
+        self.backoff_cap = settings.repair_backoff_cap
         self.count = 0
-        self.rewinds = 0
-        """Rewinds of the registry this node converged after."""
         self.last_outcome: str | None = None
         self.last_finished: float | None = None
         self.last_reason: str | None = None
@@ -116,6 +144,11 @@ class Repairer:
     @property
     def running(self) -> bool:
         return self._current is not None
+
+    @property
+    def rewinds(self) -> int:
+        """Rewinds of the registry this node converged after."""
+        return self.guard.rewinds
 
     def info(self) -> dict[str, Any]:
         return {
@@ -177,9 +210,7 @@ class Repairer:
 
     async def _run_once(self, run: RepairRun) -> None:
         started = time.perf_counter()
-        reason = run.reason
-        rec = self.reconciler
-        log.info("repair started (reason %s)", reason)
+        log.info("repair started (reason %s)", run.reason)
         # A listing is one large allocation of objects without cycles, most of
         # which become the long-lived desired state: the collector stays off
         # from decoding it to freezing what it became (see schemacache._gc).
@@ -193,87 +224,55 @@ class Repairer:
             raise
         except Exception as exc:
             pause.close()
-            text = f"{type(exc).__name__}: {exc}"
-            self._fail_streak += 1
-            log.warning("repair (%s) could not list the registry: %s", reason, text)
-            self.alerter.fire(ALERT_REPAIR_FAILING,
-                              summary=f"repair ({reason}) cannot list the registry", error=text)
-            if not run.listed.done():
-                run.listed.set_result(None)
-            self._finish(run, "error", started, None, 0, text)
-            if reason in _SELF_RETRIED and not self._stopped:
-                # Jittered: every node of a cluster retries the same registry.
-                delay = compute_backoff(self._fail_streak, base=self.backoff_base,
-                                        cap=self.backoff_cap)
-                if self._retry_handle is not None:
-                    self._retry_handle.cancel()
-                self._retry_handle = asyncio.get_running_loop().call_later(
-                    delay, self.request, reason)
+            self._listing_failed(run, started, f"{type(exc).__name__}: {exc}")
             return
         self._fail_streak = 0
-        reset = reason == "reset" or self._cluster_changed(cluster_id)
-        if reset and reason != "reset":
-            log.warning("registry cluster id changed (%s -> %s): treating as a reset",
-                        rec.cluster_id, cluster_id)
-            reason = run.reason = "reset"
-        rewound = not reset and (reason == "rewound" or revision < rec.received_revision)
-        if rewound:
-            if revision < rec.received_revision:  # else one taken up after a restart
-                await self.note_rewound(revision, rec.received_revision)
-            reason = run.reason = "rewound"
+        reason = run.reason = await self.guard.listing_reason(
+            run.reason, cluster_id, revision, self._received())
         with pause:
-            batch = rec.refresh_from_listing(resources, revision, reset=reset,
-                                             manual=reason == "manual", rewound=rewound)
+            batch = self._refresh(resources, revision, reset=reason == "reset",
+                                  manual=reason == "manual", rewound=reason == "rewound")
             del resources
             freeze_long_lived()
-        self._adopt_cluster_id(cluster_id)
+        self.guard.adopt(cluster_id)
         self.alerter.resolve(ALERT_REPAIR_FAILING)
         if not run.listed.done():
             run.listed.set_result(revision)
         enqueued = len(batch.outstanding)
         await batch.done.wait()
-        outcome = "partial" if batch.incomplete else "ok"
-        if rewound:
-            # Every key now holds the restored registry's version (or failed, and
-            # has its own alert): the node converged on the registry's new history.
-            self.rewinds += 1
-            self.alerter.resolve(ALERT_REWOUND)
-            self.reconciler.store.set_rewound(None)
-        self._finish(run, outcome, started, revision, enqueued, None)
+        self.guard.converged(reason)
+        self._finish(run, "partial" if batch.incomplete else "ok", started, revision,
+                     enqueued, None)
+
+    def _listing_failed(self, run: RepairRun, started: float, text: str) -> None:
+        reason = run.reason
+        self._fail_streak += 1
+        log.warning("repair (%s) could not list the registry: %s", reason, text)
+        self.alerter.fire(ALERT_REPAIR_FAILING,
+                          summary=f"repair ({reason}) cannot list the registry", error=text)
+        if not run.listed.done():
+            run.listed.set_result(None)
+        self._finish(run, "error", started, None, 0, text)
+        if reason in _SELF_RETRIED and not self._stopped:
+            # Jittered: every node of a cluster retries the same registry.
+            delay = compute_backoff(self._fail_streak, base=self.backoff_base,
+                                    cap=self.backoff_cap)
+            if self._retry_handle is not None:
+                self._retry_handle.cancel()
+            self._retry_handle = asyncio.get_running_loop().call_later(
+                delay, self.request, reason)
+
+    # ------------------------------------------------------------------ registry identity
 
     async def check_registry(self) -> str | None:
-        """Compare the registry's identity with what the node knows: ``"reset"``
-        when its cluster id changed (it was recreated), else ``None``.  A first
-        cluster id is adopted."""
-        cluster_id = await self.registry.cluster_id()
-        if self._cluster_changed(cluster_id):
-            log.warning("registry cluster id changed (%s -> %s): the registry was reset; "
-                        "repairing from a full listing", self.reconciler.cluster_id, cluster_id)
-            return "reset"
-        self._adopt_cluster_id(cluster_id)
-        return None
+        """``"reset"`` when the registry was recreated since the node synced from
+        it, else ``None`` (see :meth:`RewindGuard.check_registry`)."""
+        return await self.guard.check_registry()
 
-    def _cluster_changed(self, cluster_id: str) -> bool:
-        known = self.reconciler.cluster_id
-        return known is not None and known != cluster_id
-
-    def _adopt_cluster_id(self, cluster_id: str) -> None:
-        self.reconciler.state.set_cluster_id(cluster_id)
-
-    async def note_rewound(self, registry_revision: int, seen: int) -> None:
-        """Fire ``SchemaRegistryRewound``: the registry is at ``registry_revision``,
-        below revision ``seen`` the node already received."""
-        log.warning("the registry went back to revision %d, below revision %d this node "
-                    "received (a restored backup?): relisting and reconciling against what "
-                    "the handler applied", registry_revision, seen)
-        summary = (f"registry rewound to revision {registry_revision} below revision "
-                   f"{seen} this node received; resyncing")
-        # Committed before anyone hears of it: a node killed between firing and
-        # resolving takes the rewind up again when it restarts.
-        self.reconciler.store.set_rewound(summary)
-        with contextlib.suppress(Exception):  # a failing store has its own alert
-            await self.reconciler.store.flush()
-        self._fire_rewound(summary)
+    async def resume_refused(self, exc: CompactedError | RegistryRewoundError) -> str:
+        """The reason of the repair a refused watch resume needs (see
+        :meth:`RewindGuard.resume_refused`)."""
+        return await self.guard.resume_refused(exc)
 
     def resume_rewound(self, summary: str) -> RepairRun:
         """Take up a rewind a previous process of the node fired ``SchemaRegistryRewound``
@@ -281,11 +280,8 @@ class Repairer:
         resolves it."""
         log.warning("the node stopped before converging after a registry rewind (%s): "
                     "repairing", summary)
-        self._fire_rewound(summary)
+        self.guard.fire(summary)
         return self.request("rewound")
-
-    def _fire_rewound(self, summary: str) -> None:
-        self.alerter.fire(ALERT_REWOUND, severity="critical", summary=summary)
 
     def _finish(self, run: RepairRun, outcome: str, started: float, revision: int | None,
                 enqueued: int, error: str | None) -> None:

@@ -158,15 +158,10 @@ class Syncer:
                 if await self._watch_until_restart(start):
                     continue
                 raise RegistryUnavailableError("watch stream ended")
-            except CompactedError as exc:
-                log.warning("watch from revision %d: %s; repairing from a full listing",
-                            rec.received_revision + 1, exc)
-                self.metrics.watch_restarts.labels(reason="compacted").inc()
-                reason = "compacted"
-            except RegistryRewoundError as exc:
-                self.metrics.watch_restarts.labels(reason="rewound").inc()
-                await self.repairer.note_rewound(exc.revision, exc.seen)
-                reason = "rewound"
+            except (CompactedError, RegistryRewoundError) as exc:
+                # The repairer tells what the refusal means and which repair it needs.
+                reason = await self.repairer.resume_refused(exc)
+                self.metrics.watch_restarts.labels(reason=reason).inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
