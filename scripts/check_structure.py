@@ -32,13 +32,11 @@ MODULE_ALLOWLIST: dict[str, int] = {
     # list as modules are split; never add to it.
     "schemacache.node.node": 445,
     "schemacache.node.reconciler": 680,
-    "schemacache.node.state": 495,
 }
 
 CLASS_ALLOWLIST: dict[str, int] = {
     "schemacache.node.node.Node": 390,
     "schemacache.node.reconciler.Reconciler": 585,
-    "schemacache.node.state.StateStore": 370,
 }
 
 DEFAULT_SRC = Path(__file__).resolve().parent.parent / "src" / "schemacache"

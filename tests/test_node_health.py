@@ -42,7 +42,7 @@ async def test_a_state_store_that_cannot_commit_is_reported_and_recovers(
     async with node, httpx.AsyncClient(transport=transport, base_url="http://node") as admin:
         await node.ready(DEADLINE)
         assert (await admin.get("/readyz")).status_code == 200
-        conn = node._store._conn  # the "disk" under the node
+        conn = node._store.file.conn  # the "disk" under the node
         assert conn is not None
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")

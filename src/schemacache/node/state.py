@@ -1,14 +1,9 @@
-"""The node's durable state: one SQLite file (WAL) per node.
-
-Tables: ``desired`` (newest version received per key, or a tombstone),
-``applied`` (version the handler last applied, full resource), ``failures``
-(keys whose retries were exhausted) and ``meta`` (received revision, registry
-cluster id, format marker).
-
-Writes are buffered and committed in batches by a background flusher, so the
-cost of a transaction is shared by many events.  Buffered writes to one key
-collapse to the newest.  The received revision is written in the same
-transaction as the desired state it covers, so a restart never skips an event.
+"""The node's durable state, buffered: writes gather in memory and a
+background flusher commits them to the state file (:mod:`.state_db`) in
+batches, so the cost of a transaction is shared by many events.  Buffered
+writes to one key collapse to the newest.  The received revision is written in
+the same transaction as the desired state it covers, so a restart never skips
+an event.
 
 The desired table is also the node's write-ahead record: a handler is handed
 no version before its desired row is durable (see :meth:`StateStore.desired_durable`),
@@ -25,25 +20,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from .._gc import gc_paused
-from .._sqlite import enable_wal
 from ..model import Event
 from ..registry.history import event_mark
 from ..stored import StoredResource
-from .dirlock import DirLock
 from .failures import FailureRecord
+from .state_db import STATE_FILE, AppliedRow, Batch, DesiredRow, LoadedState, StateError, StateFile
+
+__all__ = ["FLUSH_BATCH", "FLUSH_INTERVAL", "MAX_PENDING_WRITES", "STATE_FILE", "LoadedState",
+           "StateError", "StateStore"]
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.db"
-FORMAT_MARKER = "schemacache-node-state/1"
 FLUSH_INTERVAL = 0.025
 """Seconds between commits while writes are pending.  Handler calls never wait
 for a commit, so this bounds only how much progress a crash can lose (it is
@@ -56,76 +45,11 @@ FLUSH_BATCH = 5000
 """Pending writes that trigger a commit before :data:`FLUSH_INTERVAL` ran out."""
 MAX_PENDING_WRITES = 50_000
 """Pending writes beyond which producers wait for the flusher (backpressure)."""
-STATE_BUSY_TIMEOUT = 10.0
-"""Seconds to wait for a lock on the state file before giving up."""
-STATE_CACHE_KIB = 512
-"""SQLite page cache of the state file, in KiB (SQLite's default is 2 MiB).  The
-file is written in batches and read once, at start-up; the operating system
-caches it anyway, and the default cache was a sixth of a node's memory at
-10,000 resources."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS desired (
-    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    resource TEXT NOT NULL, live INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS applied (
-    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, resource TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS failures (
-    key TEXT PRIMARY KEY, revision INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    first_failed REAL NOT NULL, last_failed REAL NOT NULL, last_error TEXT NOT NULL);
-"""
-
-
-class StateError(Exception):
-    """The state file is unreadable or belongs to something else."""
-
-
-_RESOURCE_FIELDS = "json_extract(resource, '$.metadata.mod_revision')"
-"""What loading reads of a stored resource besides its text (malformed JSON
-makes SQLite raise, which moves the file aside)."""
-_RESOURCE_START = '{"kind":"'
-"""How every resource text this store writes starts (``Resource.to_json``)."""
-
-
-def _record(key: str, text: Any, mod_revision: Any) -> StoredResource:
-    if not (isinstance(text, str) and isinstance(mod_revision, int)
-            and text.startswith(_RESOURCE_START) and '"name":"' in text):
-        raise StateError(f"the stored resource of {key!r} is not a resource")
-    return StoredResource(text, mod_revision)
-
-
-@dataclass
-class LoadedState:
-    """What :meth:`StateStore.open` found on disk.
-
-    ``fresh`` is True when there was no usable state (new node, or a corrupt
-    file moved aside): the node must sync from a full listing.
-    """
-
-    fresh: bool = True
-    received_revision: int = 0
-    received_mark: str = ""
-    """The change mark of the change received at ``received_revision`` ("": unknown)."""
-    cluster_id: str | None = None
-    rewound: str | None = None
-    """The summary of a registry rewind the node had not converged after."""
-    desired: dict[str, tuple[int, bool, StoredResource]] = field(default_factory=dict)
-    applied: dict[str, tuple[int, StoredResource]] = field(default_factory=dict)
-    failures: dict[str, FailureRecord] = field(default_factory=dict)
-    moved_aside: str | None = None
-
-
-_Desired = tuple[int, bool, StoredResource, bool] | None
-_Applied = tuple[int, StoredResource] | None
-
-
-_Batch = tuple[dict[str, _Desired], dict[str, _Applied], dict[str, FailureRecord | None],
-               dict[str, str]]
 
 
 class StateStore:
-    """Durable per-node state in ``state_dir/state.db``.
+    """Durable per-node state in ``state_dir/state.db``, written behind: writes
+    are buffered and committed in batches by a background flusher.
 
     :param state_dir: directory of the state file (created if missing).
     :param flush_interval: seconds between batched commits (default
@@ -136,14 +60,14 @@ class StateStore:
 
     def __init__(self, state_dir: str | os.PathLike[str], *,
                  flush_interval: float = FLUSH_INTERVAL, flush_batch: int = FLUSH_BATCH):
-        self.dir = Path(state_dir)
-        self.path = self.dir / STATE_FILE
-        self._lock = DirLock(self.dir)
+        self.file = StateFile(state_dir)
+        """The SQLite file itself."""
+        self.dir = self.file.dir
+        self.path = self.file.path
         self._flush_interval = flush_interval
         self._flush_batch = flush_batch
-        self._conn: sqlite3.Connection | None = None
-        self._desired: dict[str, _Desired] = {}
-        self._applied: dict[str, _Applied] = {}
+        self._desired: dict[str, DesiredRow] = {}
+        self._applied: dict[str, AppliedRow] = {}
         self._failures: dict[str, FailureRecord | None] = {}
         self._meta: dict[str, str] = {}
         self._received_event: Event | None = None
@@ -163,108 +87,10 @@ class StateStore:
     async def open(self) -> LoadedState:
         """Open (or create) the state file and load it; a corrupt or foreign
         file is moved aside and an empty state returned."""
-        loaded = await asyncio.to_thread(self._open_sync)
+        loaded = await asyncio.to_thread(self.file.open)
+        self._durable_desired = {key: row[0] for key, row in loaded.desired.items()}
         self._task = asyncio.create_task(self._flush_loop(), name="state-flusher")
         return loaded
-
-    def _open_sync(self) -> LoadedState:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
-        try:
-            return self._load_or_create()
-        except BaseException:
-            self._close_conn()
-            self._lock.release()
-            raise
-
-    def _load_or_create(self) -> LoadedState:
-        moved: str | None = None
-        if self.path.exists():
-            try:
-                with gc_paused():
-                    loaded = self._load_existing()
-                if loaded is not None:
-                    return loaded
-            except (sqlite3.DatabaseError, StateError, ValueError, KeyError,
-                    TypeError) as exc:
-                self._close_conn()
-                moved = self._move_aside(exc)
-        self._conn = self._connect()
-        with self._conn:
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)",
-                               (FORMAT_MARKER,))
-        return LoadedState(fresh=True, moved_aside=moved)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                               timeout=STATE_BUSY_TIMEOUT)
-        enable_wal(conn, STATE_BUSY_TIMEOUT)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA cache_size=-{STATE_CACHE_KIB}")
-        return conn
-
-    def _load_existing(self) -> LoadedState | None:
-        """Load the file; ``None`` when it is an empty database (treated as new)."""
-        conn = self._connect()
-        self._conn = conn
-        tables = {r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            return None
-        if "meta" not in tables:
-            raise StateError(f"not a schemacache node state file (tables: {sorted(tables)})")
-        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        if meta.get("format") != FORMAT_MARKER:
-            raise StateError(f"unknown state format {meta.get('format')!r}")
-        check = conn.execute("PRAGMA quick_check").fetchone()
-        if not check or check[0] != "ok":
-            raise StateError(f"integrity check failed: {check}")
-        conn.executescript(_SCHEMA)
-        loaded = LoadedState(fresh="received_revision" not in meta)
-        loaded.received_revision = int(meta.get("received_revision", "0"))
-        loaded.received_mark = meta.get("received_mark", "")
-        loaded.cluster_id = meta.get("cluster_id")
-        loaded.rewound = meta.get("rewound") or None
-        # Resources stay text (models are built when asked for); SQLite checks
-        # each is a resource's JSON and reads its revision without a decode.
-        for key, rev, deleted, text, mod in conn.execute(
-                f"SELECT key, revision, deleted, resource, {_RESOURCE_FIELDS} FROM desired"):
-            loaded.desired[key] = (int(rev), bool(deleted), _record(key, text, mod))
-            self._durable_desired[key] = int(rev)
-        # Most applied versions are the desired ones: share the record.
-        for key, rev, text, mod in conn.execute(
-                "SELECT a.key, a.revision, a.resource, " + _RESOURCE_FIELDS.replace(
-                    "resource", "a.resource") + " FROM applied a LEFT JOIN desired d "
-                "ON d.key = a.key WHERE d.revision IS NOT a.revision OR d.deleted != 0"):
-            loaded.applied[key] = (int(rev), _record(key, text, mod))
-        for key, rev in conn.execute(
-                "SELECT a.key, a.revision FROM applied a JOIN desired d ON d.key = a.key "
-                "WHERE d.revision = a.revision AND d.deleted = 0"):
-            loaded.applied[key] = (int(rev), loaded.desired[key][2])
-        for key, rev, attempts, first, last, err in conn.execute(
-                "SELECT key, revision, attempts, first_failed, last_failed, last_error "
-                "FROM failures"):
-            loaded.failures[key] = FailureRecord(key, int(rev), int(attempts), float(first),
-                                                 float(last), str(err))
-        return loaded
-
-    def _move_aside(self, exc: BaseException) -> str:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
-        target = self.path.with_name(f"{STATE_FILE}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(target) + suffix))
-        log.error("node state %s is unreadable (%s: %s); moved it to %s and rebuilding from "
-                  "the registry", self.path, type(exc).__name__, exc, target)
-        return str(target)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
 
     async def close(self) -> None:
         """Commit everything pending and close the file."""
@@ -275,13 +101,12 @@ class StateStore:
             self._task = None
         try:
             if self._pending():
-                await asyncio.to_thread(self._commit, *self._take())
+                await asyncio.to_thread(self._commit_batch, self._take())
         except Exception as exc:
             log.error("node state: the last commit to %s failed (%s); the node will catch up "
                       "from its last durable revision", self.path, exc)
         finally:
-            await asyncio.to_thread(self._close_conn)
-            self._lock.release()
+            await asyncio.to_thread(self.file.close)
 
     # --- buffered writes ----------------------------------------------------
 
@@ -382,7 +207,7 @@ class StateStore:
 
     # --- flusher ------------------------------------------------------------
 
-    def _take(self) -> _Batch:
+    def _take(self) -> Batch:
         if self._received_event is not None and "received_mark" in self._meta:
             self._meta["received_mark"] = event_mark(self._received_event)
         self._received_event = None
@@ -405,7 +230,7 @@ class StateStore:
             if self._pending():
                 batch = self._take()
                 try:
-                    await asyncio.to_thread(self._commit, *batch)
+                    await asyncio.to_thread(self._commit_batch, batch)
                 except Exception as exc:  # keep the node serving from memory
                     if self._error is None:
                         log.exception("node state: commit to %s failed; retrying every "
@@ -424,7 +249,7 @@ class StateStore:
             if self._pending():
                 self._wake.set()
 
-    def _committed(self, desired: dict[str, _Desired]) -> None:
+    def _committed(self, desired: dict[str, DesiredRow]) -> None:
         durable = self._durable_desired
         for key, dv in desired.items():
             if dv is None:
@@ -434,7 +259,7 @@ class StateStore:
         if desired and self.on_desired_committed is not None:
             self.on_desired_committed(desired.keys())
 
-    def _requeue(self, batch: _Batch) -> None:
+    def _requeue(self, batch: Batch) -> None:
         # Newer writes made during the failed commit win over the re-queued ones.
         desired, applied, failures, meta = batch
         self._desired = desired | self._desired
@@ -442,53 +267,7 @@ class StateStore:
         self._failures = failures | self._failures
         self._meta = meta | self._meta
 
-    def _commit(self, desired: dict[str, _Desired], applied: dict[str, _Applied],
-                failures: dict[str, FailureRecord | None], meta: dict[str, str]) -> None:
-        conn = self._conn
-        if conn is None:
-            raise StateError("state file is closed")
-        d_put = []
-        d_del = []
-        for key, dv in desired.items():
-            if dv is None:
-                d_del.append((key,))
-            else:
-                d_put.append((key, dv[0], int(dv[1]), dv[2].text, int(dv[3])))
-        a_put = []
-        a_del = []
-        for key, av in applied.items():
-            if av is None:
-                a_del.append((key,))
-            else:
-                a_put.append((key, av[0], av[1].text))
-        f_put = []
-        f_del = []
-        for key, fv in failures.items():
-            if fv is None:
-                f_del.append((key,))
-            else:
-                f_put.append((key, fv.revision, fv.attempts, fv.first_failed, fv.last_failed,
-                              fv.last_error))
-        conn.execute("BEGIN")
-        try:
-            if d_put:
-                conn.executemany("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?)", d_put)
-            if d_del:
-                conn.executemany("DELETE FROM desired WHERE key=?", d_del)
-            if a_put:
-                conn.executemany("INSERT OR REPLACE INTO applied VALUES (?,?,?)", a_put)
-            if a_del:
-                conn.executemany("DELETE FROM applied WHERE key=?", a_del)
-            if f_put:
-                conn.executemany("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?)", f_put)
-            if f_del:
-                conn.executemany("DELETE FROM failures WHERE key=?", f_del)
-            if meta:
-                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (disk full does): keep its error.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _commit_batch(self, batch: Batch) -> None:
+        """Write ``batch`` in one transaction (runs in a thread)."""
+        self.file.commit(*batch)
         self.commits += 1
