@@ -30,12 +30,10 @@ MAX_CLASS_LINES = 250
 MODULE_ALLOWLIST: dict[str, int] = {
     # Today's exceptions, each with the length it may not grow past. Shrink this
     # list as modules are split; never add to it.
-    "schemacache.node.node": 445,
     "schemacache.node.reconciler": 680,
 }
 
 CLASS_ALLOWLIST: dict[str, int] = {
-    "schemacache.node.node.Node": 390,
     "schemacache.node.reconciler.Reconciler": 585,
 }
 

@@ -1,24 +1,22 @@
 """The Node: one process's self-healing schema cache.
 
-Composes the durable state, the reconciler (work queue, workers, retry
-limiter, dependencies), the watch loop, repairs, metrics, alerts and the
-node's registration in the registry.
+:class:`Node` is the public face: its settings, metrics and alerts, and what
+users ask of it.  Starting it builds a :class:`~schemacache.node.lifecycle.NodeRun`,
+which composes the durable state, the reconciler (work queue, workers, retry
+limiter, dependencies), the watch loop, repairs, the monitor and the node's
+registration in the registry; :class:`~schemacache.node.status.NodeStatus`
+answers its status questions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 import socket
-import time
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from .._gc import freeze_long_lived, gc_paused
-from ..kinds import KINDS, apply_order, delete_order
+from ..kinds import KINDS
 from ..model import Resource
 from ..observe import alerts
 from ..observe.alerts import Alerter
@@ -26,28 +24,24 @@ from ..observe.metrics import NodeMetrics
 from ..registry import Registry
 from .cache import NodeCache
 from .config import NodeSettings
-from .handler import Handler, HandlerCaller
-from .monitor import ALERT_LAGGING, ALERT_STATE_STORE, ALERT_UNREACHABLE, Monitor
-from .reconciler import ALERT_EXHAUSTED, Reconciler, WorkBatch
+from .handler import Handler
+from .lifecycle import NodeRun
+from .monitor import ALERT_LAGGING, ALERT_STATE_STORE, ALERT_UNREACHABLE
+from .reconciler import ALERT_EXHAUSTED, Reconciler
 from .registration import Registration
-from .repair import ALERT_REPAIR_FAILING, ALERT_REWOUND, Repairer
+from .repair import ALERT_REPAIR_FAILING, ALERT_REWOUND
 from .repair import OUTCOMES as REPAIR_OUTCOMES
 from .repair import REASONS as REPAIR_REASONS
 from .retry import RetryPolicy
 from .state import StateStore
-from .syncer import RESTART_REASONS, Syncer
-from .tasks import cancel_and_wait
-from .text import error_text, safe
-
-log = logging.getLogger(__name__)
+from .status import STATES, NodeStatus, wait_for_revision
+from .syncer import RESTART_REASONS
 
 ALERT_NAMES = (ALERT_EXHAUSTED, ALERT_REPAIR_FAILING, ALERT_UNREACHABLE, ALERT_LAGGING,
                ALERT_REWOUND, ALERT_STATE_STORE)
 """Every alert a node sends itself."""
-STOP_TIMEOUT = 5.0
-"""Seconds :meth:`Node.stop` waits for the registration to be revoked."""
 
-STATES = ("syncing", "ready", "repairing", "degraded", "disconnected")
+__all__ = ["ALERT_LAGGING", "ALERT_NAMES", "ALERT_STATE_STORE", "STATES", "Node"]
 
 
 def default_node_name() -> str:
@@ -115,18 +109,11 @@ class Node:
         self.reconnect_base = settings.reconnect_base
         self.reconnect_cap = settings.reconnect_cap
         self.max_pending_keys = settings.max_pending_keys
-        self._monitor: Monitor | None = None
-        self._store: StateStore | None = None
-        self._rec: Reconciler | None = None
-        self._repairer: Repairer | None = None
-        self._syncer: Syncer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._sync_task: asyncio.Task[None] | None = None
+        self._run: NodeRun | None = None
         self._ready = asyncio.Event()
         self._started = False
         self._stopped = False
         self._registration = Registration(registry, self._name, settings.node_ttl)
-        self.state_moved_aside: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,121 +138,44 @@ class Node:
             return
         self._started = True
         try:
-            await self._start()
+            self._run = NodeRun(self, self._registration, self._ready)
+            await self._run.start()
         except BaseException:
             # A node that failed to start (its state directory in use, say)
             # lets go of what it took; it cannot be started again.
             await self.stop()
             raise
 
-    async def _start(self) -> None:
-        await self.alerter.start()
-        self._store = StateStore(self.state_dir)
-        # The collector stays off from decoding the file to freezing what it
-        # holds: re-enabled in between, its first passes would walk every
-        # object just loaded (seconds for 100,000 resources).
-        with gc_paused():
-            loaded = await self._store.open()
-            self.state_moved_aside = loaded.moved_aside
-            caller = HandlerCaller(self.handler, self.handler_timeout)
-            self._rec = rec = Reconciler(
-                store=self._store, caller=caller, retry=self.retry, metrics=self.metrics,
-                alerter=self.alerter, workers=self.workers,
-                repair_backoff_base=self.repair_backoff_base,
-                repair_backoff_cap=self.repair_backoff_cap)
-            rec.load(loaded)
-            fresh = loaded.fresh
-            rewound = loaded.rewound
-            del loaded  # its dicts are garbage now: not worth freezing
-            freeze_long_lived()
-        self._repairer = rec.repairer = Repairer(
-            self.registry, self.settings, refresh=rec.refresh_from_listing, identity=rec.state,
-            received=lambda: rec.received_revision, rewind_record=self._store,
-            metrics=self.metrics, alerter=self.alerter)
-        self._syncer = Syncer(
-            self.registry, rec, self._repairer, self.metrics, reconnect_base=self.reconnect_base,
-            reconnect_cap=self.reconnect_cap, max_pending_keys=self.max_pending_keys)
-        if rewound is not None:
-            # Not ready before the rewind the last process did not converge after is.
-            self._syncer.startup_run = self._repairer.resume_rewound(rewound)
-        self._monitor = Monitor(self.registry, self.settings, rec, self._syncer,
-                                self._repairer, self.metrics, self.alerter, self._store_error)
-        backlog: WorkBatch | None = None
-        if not fresh:
-            await self._replay()
-            log.info("node %s resumed from state: %d applied, %d desired, %d failed, "
-                     "received revision %d", self._name, len(rec.applied), len(rec.desired),
-                     len(rec.failures), rec.received_revision)
-            backlog = rec.enqueue_backlog()
-        rec.start_workers()
-        self._sync_task = asyncio.create_task(self._syncer.run(fresh), name="watch")
-        self._tasks = [
-            self._sync_task,
-            asyncio.create_task(self._await_ready(backlog), name="ready"),
-            asyncio.create_task(self._monitor.run(), name="monitor"),
-        ]
-        if self.admin_url is not None:
-            self._tasks.append(asyncio.create_task(self._registration.keep(self.admin_url),
-                                               name="register"))
-        self._repairer.start_periodic()
-
     async def stop(self) -> None:
         """Stop syncing, revoke the registration, commit state and close alerts."""
         if not self._started or self._stopped:
             return
         self._stopped = True
-        await cancel_and_wait(self._tasks)
-        self._tasks.clear()
-        if self._repairer is not None:
-            await self._repairer.stop()
-        if self._rec is not None:
-            await self._rec.stop_workers()
-        await self._registration.revoke(STOP_TIMEOUT)
-        if self._store is not None:
-            await self._store.close()
-        await self.alerter.close()
-
-    async def _replay(self) -> None:
-        rec = self._reconciler
-        if self.handler is None:
-            return
-        applies, deletes = rec.replay_plan()
-        if not applies and not deletes:
-            return
-        started = time.perf_counter()
-        applies = apply_order(applies)
-        deletes = delete_order(deletes)
-        errors = await rec.caller.replay(applies, deletes)
-        for key, exc in sorted(errors.items()):
-            log.warning("re-applying %s at start-up failed (%s); it will be retried",
-                        safe(key), error_text(exc))
-        rec.replayed(applies, deletes, errors)
-        log.info("re-applied %d and re-deleted %d resources to the handler in %.3fs",
-                 len(applies), len(deletes), time.perf_counter() - started)
-
-    async def _await_ready(self, backlog: WorkBatch | None) -> None:
-        syncer = self._syncer
-        assert syncer is not None
-        await syncer.synced.wait()
-        if syncer.startup_run is not None:
-            await syncer.startup_run.done
-        if backlog is not None:
-            await backlog.done.wait()
-        freeze_long_lived()  # the initial sync just built the whole cache
-        # Know the registry's revision before saying ready, so the first status
-        # of a node still catching up shows its lag.
-        assert self._monitor is not None
-        await self._monitor.probe()
-        self._ready.set()
-        log.info("node %s ready at revision %d", self._name, self._reconciler.settled_revision)
+        if self._run is not None:
+            await self._run.stop()
 
     # ------------------------------------------------------------------ reading
 
     @property
+    def state_moved_aside(self) -> str | None:
+        """Where a corrupt state file was moved at start-up (``None``: it was not)."""
+        return self._run.state_moved_aside if self._run is not None else None
+
+    @property
+    def _store(self) -> StateStore | None:
+        return self._run.store if self._run is not None else None
+
+    @property
     def _reconciler(self) -> Reconciler:
-        if self._rec is None:
+        if self._run is None or self._run.rec is None:
             raise RuntimeError("the node is not started")
-        return self._rec
+        return self._run.rec
+
+    @property
+    def _view(self) -> NodeStatus:
+        if self._run is None or self._run.status is None:
+            raise RuntimeError("the node is not started")
+        return self._run.status
 
     @property
     def cache(self) -> NodeCache:
@@ -298,18 +208,11 @@ class Node:
 
     def is_ready(self) -> bool:
         """True once the initial sync is done, while the state store commits."""
-        return self._ready.is_set() and not self._stopped and self._store_error() is None
-
-    def _store_error(self) -> str | None:
-        """Why the state store cannot commit (``None`` while it can)."""
-        return self._store.failing if self._store is not None else None
+        return self._ready.is_set() and not self._stopped and self._view.is_ready()
 
     def is_healthy(self) -> bool:
         """True while the watch loop and the workers run."""
-        if not self._started or self._stopped or self._rec is None:
-            return False
-        return (self._sync_task is not None and not self._sync_task.done()
-                and self._rec.workers_alive())
+        return self._run is not None and not self._stopped and self._run.is_healthy()
 
     async def wait_for_revision(
         self, revision: int, timeout: float | None = None  # noqa: ASYNC109 - public API
@@ -319,70 +222,21 @@ class Node:
         :param timeout: seconds to wait (default ``None``: forever).
         :returns: True once reached, False when ``timeout`` ran out first.
         """
-        rec = self._reconciler
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            changed = rec.progress_event()
-            if rec.settled_revision >= revision:
-                return True
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
+        return await wait_for_revision(self._reconciler, revision, timeout)
 
     def known_registry_revision(self) -> int:
         """The newest registry revision the node knows the schema at (see
         :meth:`Monitor.known_registry_revision`)."""
-        assert self._monitor is not None
-        return self._monitor.known_registry_revision()
+        assert self._run is not None and self._run.monitor is not None
+        return self._run.monitor.known_registry_revision()
 
     def state(self) -> str:
         """One of ``syncing``, ``ready``, ``repairing``, ``degraded``, ``disconnected``."""
-        rec = self._reconciler
-        assert self._syncer is not None and self._repairer is not None
-        if self._syncer.disconnected_since is not None:
-            return "disconnected"
-        if not self._ready.is_set():
-            return "syncing"
-        if self._store_error() is not None:
-            return "degraded"  # nothing new reaches the handler until it commits
-        if self._repairer.running:
-            return "repairing"
-        if rec.failures or rec.blocked():
-            return "degraded"
-        return "ready"
+        return self._view.state()
 
     def status(self) -> dict[str, Any]:
         """The ``/v1/status`` document."""
-        rec = self._reconciler
-        assert self._repairer is not None
-        repair = self._repairer.info()
-        if repair["last_finished"] is not None:
-            repair["last_finished"] = datetime.fromtimestamp(
-                repair["last_finished"], UTC).isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z")
-        applied = rec.settled_revision
-        registry_rev = self.known_registry_revision()
-        return {
-            "node": self._name,
-            "state": self.state(),
-            "settled_revision": applied,
-            # The same figure under its first name, which clients and the
-            # schemacache_applied_revision metric still use.
-            "applied_revision": applied,
-            "received_revision": rec.received_revision,
-            "registry_revision": registry_rev,
-            "lag": max(0, registry_rev - applied),
-            "registry": {"cluster_id": rec.cluster_id, "rewinds": self._repairer.rewinds},
-            "state_store": {"ok": self._store_error() is None, "error": self._store_error()},
-            "cache": {"size": rec.cache.size, "digest": rec.cache.digest()},
-            "failures": rec.failure_list(),
-            "blocked": rec.blocked(),
-            "repair": repair,
-        }
+        return self._view.status()
 
     def failures(self) -> list[dict[str, Any]]:
         """The failure records: ``key``, ``revision``, ``attempts``, ``first_failed``,
@@ -395,9 +249,7 @@ class Node:
 
     def cache_snapshot(self) -> dict[str, Any]:
         """``{"applied_revision": R, "resources": [envelopes]}``."""
-        rec = self._reconciler
-        return {"applied_revision": rec.applied_revision,
-                "resources": [r.to_dict() for r in rec.cache.list()]}
+        return self._view.cache_snapshot()
 
     def resources(self) -> list[Resource]:
         return self.cache.list()
@@ -419,10 +271,11 @@ class Node:
             ``enqueued``, ``duration_seconds``); with ``False`` return at once
             with ``{"reason", "accepted", "coalesced"}``.
         """
-        if self._repairer is None or self._stopped:
+        repairer = self._run.repairer if self._run is not None else None
+        if repairer is None or self._stopped:
             raise RuntimeError("the node is not running")
-        coalesced = self._repairer.running
-        run = self._repairer.request(reason)
+        coalesced = repairer.running
+        run = repairer.request(reason)
         if not wait:
             return {"reason": run.reason, "accepted": True, "coalesced": coalesced}
         return dict(await asyncio.shield(run.done))
@@ -435,10 +288,10 @@ class Node:
         ``admin_url`` set does the same."""
         if not self._started or self._stopped:
             raise RuntimeError("the node is not running")
-        if self.admin_url is not None and any(t.get_name() == "register" for t in self._tasks):
+        assert self._run is not None
+        if self.admin_url is not None and self._run.registered():
             if admin_url == self.admin_url:
                 return
             raise RuntimeError("the node is already registered")
         self.admin_url = admin_url
-        self._tasks.append(asyncio.create_task(self._registration.keep(admin_url),
-                                               name="register"))
+        self._run.register(admin_url)
