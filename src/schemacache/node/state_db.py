@@ -62,6 +62,15 @@ _RESOURCE_FIELDS = "json_extract(resource, '$.metadata.mod_revision')"
 makes SQLite raise, which moves the file aside)."""
 _RESOURCE_START = '{"kind":"'
 """How every resource text this store writes starts (``Resource.to_json``)."""
+_SHARED = "d.revision IS a.revision AND d.deleted = 0"
+"""An applied row whose version is its key's desired version."""
+_APPLIED_QUERY = (
+    f"SELECT a.key, a.revision, CASE WHEN {_SHARED} THEN NULL ELSE a.resource END, "
+    f"CASE WHEN {_SHARED} THEN NULL ELSE "
+    f"{_RESOURCE_FIELDS.replace('resource', 'a.resource')} END "
+    "FROM applied a LEFT JOIN desired d ON d.key = a.key")
+"""Every applied row in one pass: key, revision, and text and revision of its
+resource (both ``NULL`` where the desired row holds the same version)."""
 
 
 def _record(key: str, text: Any, mod_revision: Any) -> StoredResource:
@@ -189,16 +198,13 @@ class StateFile:
         for key, rev, deleted, text, mod in conn.execute(
                 f"SELECT key, revision, deleted, resource, {_RESOURCE_FIELDS} FROM desired"):
             loaded.desired[key] = (int(rev), bool(deleted), _record(key, text, mod))
-        # Most applied versions are the desired ones: share the record.
-        for key, rev, text, mod in conn.execute(
-                "SELECT a.key, a.revision, a.resource, " + _RESOURCE_FIELDS.replace(
-                    "resource", "a.resource") + " FROM applied a LEFT JOIN desired d "
-                "ON d.key = a.key WHERE d.revision IS NOT a.revision OR d.deleted != 0"):
-            loaded.applied[key] = (int(rev), _record(key, text, mod))
-        for key, rev in conn.execute(
-                "SELECT a.key, a.revision FROM applied a JOIN desired d ON d.key = a.key "
-                "WHERE d.revision = a.revision AND d.deleted = 0"):
-            loaded.applied[key] = (int(rev), loaded.desired[key][2])
+        # Most applied versions are the desired ones: share the record, and read
+        # (and check) the text of the others only.
+        for key, rev, text, mod in conn.execute(_APPLIED_QUERY):
+            if text is None:
+                loaded.applied[key] = (int(rev), loaded.desired[key][2])
+            else:
+                loaded.applied[key] = (int(rev), _record(key, text, mod))
         for key, rev, attempts, first, last, err in conn.execute(
                 "SELECT key, revision, attempts, first_failed, last_failed, last_error "
                 "FROM failures"):
