@@ -18,9 +18,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._gc import gc_paused
 from .._sqlite import enable_wal
@@ -109,6 +110,21 @@ Batch = tuple[dict[str, DesiredRow], dict[str, AppliedRow], dict[str, FailureRec
               dict[str, str]]
 """One transaction's writes: desired, applied and failure rows by key (``None``
 deletes), and meta values by name."""
+_V = TypeVar("_V")
+
+
+def _split(writes: dict[str, _V | None], row: Callable[[str, _V], tuple[Any, ...]]
+           ) -> tuple[list[tuple[Any, ...]], list[tuple[str]]]:
+    """``writes`` as the rows to insert (``row(key, value)``) and the keys to
+    delete (those written as ``None``)."""
+    puts: list[tuple[Any, ...]] = []
+    deletes: list[tuple[str]] = []
+    for key, value in writes.items():
+        if value is None:
+            deletes.append((key,))
+        else:
+            puts.append(row(key, value))
+    return puts, deletes
 
 
 class StateFile:
@@ -238,44 +254,26 @@ class StateFile:
         conn = self.conn
         if conn is None:
             raise StateError("state file is closed")
-        d_put = []
-        d_del = []
-        for key, dv in desired.items():
-            if dv is None:
-                d_del.append((key,))
-            else:
-                d_put.append((key, dv[0], int(dv[1]), dv[2].text, int(dv[3])))
-        a_put = []
-        a_del = []
-        for key, av in applied.items():
-            if av is None:
-                a_del.append((key,))
-            else:
-                a_put.append((key, av[0], av[1].text))
-        f_put = []
-        f_del = []
-        for key, fv in failures.items():
-            if fv is None:
-                f_del.append((key,))
-            else:
-                f_put.append((key, fv.revision, fv.attempts, fv.first_failed, fv.last_failed,
-                              fv.last_error))
+        d_put, d_del = _split(desired, lambda k, dv: (k, dv[0], int(dv[1]), dv[2].text,
+                                                       int(dv[3])))
+        a_put, a_del = _split(applied, lambda k, av: (k, av[0], av[1].text))
+        f_put, f_del = _split(failures, lambda k, fv: (k, fv.revision, fv.attempts,
+                                                       fv.first_failed, fv.last_failed,
+                                                       fv.last_error))
+        statements = (
+            ("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?)", d_put),
+            ("DELETE FROM desired WHERE key=?", d_del),
+            ("INSERT OR REPLACE INTO applied VALUES (?,?,?)", a_put),
+            ("DELETE FROM applied WHERE key=?", a_del),
+            ("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?)", f_put),
+            ("DELETE FROM failures WHERE key=?", f_del),
+            ("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items())),
+        )
         conn.execute("BEGIN")
         try:
-            if d_put:
-                conn.executemany("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?)", d_put)
-            if d_del:
-                conn.executemany("DELETE FROM desired WHERE key=?", d_del)
-            if a_put:
-                conn.executemany("INSERT OR REPLACE INTO applied VALUES (?,?,?)", a_put)
-            if a_del:
-                conn.executemany("DELETE FROM applied WHERE key=?", a_del)
-            if f_put:
-                conn.executemany("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?)", f_put)
-            if f_del:
-                conn.executemany("DELETE FROM failures WHERE key=?", f_del)
-            if meta:
-                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
+            for sql, rows in statements:
+                if rows:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may have rolled back already (disk full does): keep its error.
