@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import math
 import re
+import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schemacache.node import Node
+
+from .nodeprocs import REPO
 
 WAIT_SLICE = 0.01
 """Seconds of one :meth:`Node.wait_for_revision` call in :func:`wait_applied`: the
@@ -162,3 +167,27 @@ async def stop_node(node: Node) -> None:
             await node.stop()
     except TimeoutError:
         raise RuntimeError(f"node {node.name} did not stop within {STOP_TIMEOUT:.0f}s") from None
+
+
+@contextlib.contextmanager
+def etcd_url(extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """A one-member etcd (``tests/etcd_server.py``) for one measurement: yields a
+    registry URL under a prefix of its own; the member is stopped by PID after.
+
+    :param extra_args: more etcd flags (default none).
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    from etcd_server import EtcdCluster
+
+    with EtcdCluster(extra_args=extra_args) as cluster:
+        yield cluster.url(f"bench{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.asynccontextmanager
+async def etcd_registry_url(extra_args: Sequence[str] = ()) -> AsyncIterator[str]:
+    """:func:`etcd_url` from async code (the member starts and stops in a thread)."""
+    stack = contextlib.ExitStack()
+    try:
+        yield await asyncio.to_thread(stack.enter_context, etcd_url(extra_args))
+    finally:
+        await asyncio.to_thread(stack.close)

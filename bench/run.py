@@ -82,7 +82,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backends-b", default="sqlite,etcd",
                    help="registries of section b (default: sqlite,etcd)")
     p.add_argument("--backends-cd", default="memory,sqlite",
-                   help="registries of sections c and d (default: memory,sqlite)")
+                   help="registries of sections c and d: memory, sqlite or etcd "
+                        "(default: memory,sqlite)")
     p.add_argument("--backends-f", default="sqlite,etcd",
                    help="registries of section f's end-to-end apply (default: sqlite,etcd)")
     for name, help_text in (

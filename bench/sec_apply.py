@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ import yaml
 
 from schemacache import Registry, Resource, open_registry
 
-from .common import Result, Stopwatch
-from .nodeprocs import REPO
+from .common import Result, Stopwatch, etcd_url
 from .workload import _measure_template, group, renamed
 
 TARGET_APPLY_SECONDS = {"sqlite": 3.0, "etcd": 6.0}
@@ -57,15 +55,6 @@ def manifest_text(count: int) -> str:
     # libyaml's emitter when present: the same text, several times faster.
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump_all(docs, Dumper=dumper, sort_keys=False)
-
-
-@contextlib.contextmanager
-def _etcd() -> Iterator[str]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from etcd_server import EtcdCluster
-
-    with EtcdCluster(extra_args=ETCD_TXN_ARGS) as cluster:
-        yield cluster.url(f"bench{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -136,7 +125,7 @@ async def _timed_apply(backend: str, count: int, path: Path,
         workdir = Path(tmp)
         with contextlib.ExitStack() as stack:
             if backend == "etcd":
-                url = await asyncio.to_thread(stack.enter_context, _etcd())
+                url = await asyncio.to_thread(stack.enter_context, etcd_url(ETCD_TXN_ARGS))
             else:
                 url = f"sqlite:///{workdir / 'registry.db'}"
             server = await asyncio.to_thread(stack.enter_context, _serve(url, workdir, env))

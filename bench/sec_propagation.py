@@ -9,19 +9,15 @@ nodes are pooled into p50/p99.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from schemacache import open_registry
 
-from .common import Result, percentile, wait_until
+from .common import Result, etcd_registry_url, percentile, wait_until
 from .handlers import LATENCY_FILE_ENV, read_latencies
-from .nodeprocs import REPO, NodeProcess
+from .nodeprocs import NodeProcess
 from .workload import group, groups_for, measures, write_all
 
 TARGETS_P99 = {"sqlite": 0.050, "etcd": 0.020}
@@ -34,15 +30,6 @@ DRAIN_TIMEOUT = 60.0
 WARMUP_GROUP = "bench-warmup"
 
 
-@contextlib.contextmanager
-def _etcd() -> Iterator[str]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from etcd_server import EtcdCluster
-
-    with EtcdCluster() as cluster:
-        yield cluster.url(f"bench{uuid.uuid4().hex[:8]}")
-
-
 async def run(backend: str, nodes: int, rate: float, seconds: float) -> list[Result]:
     """Measure on ``backend`` (``sqlite`` or ``etcd``).
 
@@ -53,12 +40,8 @@ async def run(backend: str, nodes: int, rate: float, seconds: float) -> list[Res
     with tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
         workdir = Path(tmp)
         if backend == "etcd":
-            stack = contextlib.ExitStack()
-            try:
-                url = await asyncio.to_thread(stack.enter_context, _etcd())
+            async with etcd_registry_url() as url:
                 return await _measure(backend, url, workdir, nodes, rate, seconds)
-            finally:
-                await asyncio.to_thread(stack.close)
         url = f"sqlite:///{workdir / 'registry.db'}"
         return await _measure(backend, url, workdir, nodes, rate, seconds)
 

@@ -18,14 +18,21 @@ from typing import Any
 from schemacache import Registry, open_registry
 from schemacache.node import Node
 
-from .common import LogCapture, Result, Stopwatch, collect_garbage, stop_node
+from .common import (
+    LogCapture,
+    Result,
+    Stopwatch,
+    collect_garbage,
+    etcd_registry_url,
+    stop_node,
+)
 from .handlers import NoopHandler
 from .workload import seed
 
 TARGET_REPAIR_SECONDS = 5.0
 TARGET_RESTART_SECONDS = 3.0
 READY_TIMEOUT = 600.0
-_REPLAY_RE = r"re-applied (\d+) resources to the handler in ([0-9.]+)s"
+_REPLAY_RE = r"re-applied (\d+) and re-deleted \d+ resources to the handler in ([0-9.]+)s"
 
 
 def _count_lists(registry: Registry) -> dict[str, int]:
@@ -47,20 +54,29 @@ def _node(registry: Registry, state_dir: str) -> Node:
 
 
 async def run(backend: str, count: int, sections: str = "cd") -> list[Result]:
-    """Measure (c) and/or (d) with ``count`` resources on ``backend`` (memory or sqlite).
+    """Measure (c) and/or (d) with ``count`` resources on ``backend`` (memory, sqlite
+    or etcd: a one-member etcd of its own).
 
     :param sections: which of ``c`` and ``d`` to report (``d`` needs the state ``c`` builds).
     """
     with tempfile.TemporaryDirectory(prefix="bench-cd-") as tmp:
         workdir = Path(tmp)
+        if backend == "etcd":
+            async with etcd_registry_url() as url:
+                return await _run_on(backend, url, workdir, count, sections)
         url = "memory://" if backend == "memory" else f"sqlite:///{workdir / 'registry.db'}"
-        registry = open_registry(url)
-        try:
-            with LogCapture() as capture:
-                return await _measure(backend, registry, str(workdir / "node"), count,
-                                      sections, capture)
-        finally:
-            await registry.close()
+        return await _run_on(backend, url, workdir, count, sections)
+
+
+async def _run_on(backend: str, url: str, workdir: Path, count: int,
+                  sections: str) -> list[Result]:
+    registry = open_registry(url)
+    try:
+        with LogCapture() as capture:
+            return await _measure(backend, registry, str(workdir / "node"), count, sections,
+                                  capture)
+    finally:
+        await registry.close()
 
 
 async def _measure(backend: str, registry: Registry, state_dir: str, count: int,
