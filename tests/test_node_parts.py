@@ -25,17 +25,17 @@ from schemacache.observe.metrics import NodeMetrics
 
 async def test_settled_revision_waits_for_the_oldest_unsettled_key() -> None:
     p = Progress()
-    assert p.settled_revision == 0
-    assert p.receive(10) and not p.receive(9) and p.received_revision == 10
+    assert p.settled_revision(0) == 0 and p.settled_revision(10) == 10
     p.mark_unsettled("a", 4)
     p.mark_unsettled("b", 7)
-    assert p.settled_revision == 3 and p.pending == 2 and not p.is_settled("a")
+    assert p.settled_revision(10) == 3 and p.pending == 2 and not p.is_settled("a")
+    assert p.settled_revision(2) == 2  # never past what was received
     p.settle("a")
-    assert p.settled_revision == 6 and p.is_settled("a")
+    assert p.settled_revision(10) == 6 and p.is_settled("a")
     p.mark_unsettled("b", 9)  # b moved on: its old entry no longer holds anything back
-    assert p.settled_revision == 8
+    assert p.settled_revision(10) == 8
     p.settle("b")
-    assert p.settled_revision == 10 and p.pending == 0 and p.unsettled() == {}
+    assert p.settled_revision(10) == 10 and p.pending == 0 and p.unsettled() == {}
 
 
 async def test_progress_event_is_set_by_the_next_settle() -> None:

@@ -197,8 +197,13 @@ def level(kind: str) -> int:
     return info.level if info else 0
 
 
+def kind_of_key(key: str) -> str:
+    """The kind a key names (its first segment)."""
+    return key.split("/", 1)[0]
+
+
 def level_of_key(key: str) -> int:
-    return level(key.split("/", 1)[0])
+    return level(kind_of_key(key))
 
 
 def apply_order(resources: Iterable[_R]) -> list[_R]:

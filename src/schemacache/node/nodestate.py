@@ -1,5 +1,5 @@
-"""One owner of a node's state: desired and applied versions per key and the
-registry's cluster id.
+"""One owner of a node's state: desired and applied versions per key, the
+received revision with its change mark, and the registry's cluster id.
 
 Every change goes through :class:`NodeState` and, in the same call, updates
 memory, buffers the durable write in the :class:`StateStore` and invalidates
@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..kinds import level
-from ..model import Resource
+from ..kinds import level_of_key
+from ..model import Event, Resource
+from ..registry.history import event_mark
 from ..stored import StoredResource
 from .cache import NodeCache
 from .queue import PRIO_RETRY
-from .state import StateStore
+from .state import MAX_PENDING_WRITES, StateStore
 
 UNKNOWN_REVISION = -1
 """Applied revision of a resource whose version must be applied again (after a
@@ -63,20 +64,42 @@ class Desired:
         return self.resource if stored is self.stored else stored.model()
 
 
+def delete_version(tombstone: StoredResource, applied: StoredResource) -> StoredResource:
+    """The version a delete names: the newest the handler may hold.
+
+    The tombstone carries the registry's last version, possibly newer than the
+    applied one (handed, then lost to a crash before it settled); a start-up
+    replay hands that one, so every retry must too -- never an older one.  A
+    tombstone whose last version was compacted away (revision 0) names the
+    applied version.
+    """
+    return tombstone if tombstone.mod_revision >= applied.mod_revision else applied
+
+
 class NodeState:
-    """Desired and applied state, written through to ``store``.
+    """Desired and applied state, the received revision and the cluster id,
+    written through to ``store``.
 
     :param store: durable state.
-    :param on_durable: called with a key and its priority when a key held back
-        by the write-ahead rule may go to a worker (see :meth:`admit`).
+    :param on_durable: called with a key and its priority when the key may go
+        to a worker (see :meth:`admit`).
+    :param write_ahead: a handler is called, so a key goes to a worker only
+        once its desired row is durable (default ``True``; ``False`` when no
+        handler runs: nothing can go back in time).
     """
 
-    def __init__(self, store: StateStore, *, on_durable: Callable[[str, int], None]):
+    def __init__(self, store: StateStore, *, on_durable: Callable[[str, int], None],
+                 write_ahead: bool = True):
         self.store = store
         self.desired: dict[str, Desired] = {}
         self.applied: dict[str, tuple[int, StoredResource]] = {}
         self.cache = NodeCache(self.applied)
         self.cluster_id: str | None = None
+        self.received_revision = 0
+        """Every change up to it was received: the watch resumes after it."""
+        self._received: Event | str = ""
+        # The change received at the received revision, or its mark ("": unknown).
+        self.write_ahead = write_ahead
         self._on_durable = on_durable
         # Keys whose handler call waits for their desired row to be committed,
         # with the priority they go back to the queue at then.
@@ -150,7 +173,60 @@ class NodeState:
             self.cluster_id = cluster_id
             self.store.set_cluster_id(cluster_id)
 
+    # --- received revision -----------------------------------------------------
+
+    def adopt_received(self, revision: int, mark: str, cluster_id: str | None) -> None:
+        """Take the received revision, its change ``mark`` and the cluster id as
+        read from durable state (not written back)."""
+        self.received_revision = revision
+        self._received = mark
+        self.cluster_id = cluster_id
+
+    def receive(self, revision: int, change: Event | None = None) -> bool:
+        """Every change up to ``revision`` was received, ``change`` the one at
+        ``revision`` (``None``: a progress mark, no change known); whether the
+        received revision moved (it never goes back here)."""
+        if revision <= self.received_revision:
+            return False
+        self.received_revision = revision
+        self._received = "" if change is None else change
+        self.store.set_received_revision(revision, change)
+        return True
+
+    def set_received(self, revision: int) -> None:
+        """The received revision is ``revision`` (a full listing's; it may go
+        back, to a rewound registry's), the change there not known."""
+        self.received_revision = revision
+        self._received = ""
+        self.store.set_received_revision(revision)
+
+    @property
+    def received_mark(self) -> str:
+        """The change mark of the change received at :attr:`received_revision`
+        (``""``: not known, e.g. the revision of a listing or a progress mark)."""
+        received = self._received
+        return received if isinstance(received, str) else event_mark(received)
+
+    # --- write backpressure ------------------------------------------------------
+
+    @property
+    def writes_backlogged(self) -> bool:
+        """Whether more writes wait for a commit than the store should buffer."""
+        return self.store.pending > MAX_PENDING_WRITES
+
+    async def wait_writable(self) -> None:
+        """Return once the store takes writes again."""
+        await self.store.wait_writable()
+
     # --- write-ahead -------------------------------------------------------------
+
+    def admit(self, key: str, prio: int) -> None:
+        """Hand ``key`` to ``on_durable`` at ``prio`` -- at once when its desired
+        row is durable (or no handler runs), else once it is committed."""
+        if self.write_ahead and not self.durable(key):
+            self.hold_for_commit(key, prio)
+        else:
+            self._on_durable(key, prio)
 
     def durable(self, key: str) -> bool:
         """Whether ``key``'s desired version is committed (or it has none)."""
@@ -185,7 +261,7 @@ class NodeState:
             if d is None or durable(key, d.revision):
                 del awaiting[key]
                 self.awaiting_urgent -= prio <= PRIO_RETRY
-                lvl = level(key.split("/", 1)[0])
+                lvl = level_of_key(key)
                 released.append((prio, -lvl if d is not None and d.deleted else lvl, key))
         # Most urgent first; prerequisites before what needs them, dependents
         # before the deletes they block (as a repair queues them).

@@ -2,8 +2,9 @@
 
 A key is *unsettled* from the revision of its newest version until a worker is
 done with it (applied, deleted, or recorded as failed).  The settled revision is
-the highest R such that every event up to R is settled: the received revision,
-held back below the oldest unsettled version.
+the highest R such that every event up to R is settled: the received revision
+(kept by :class:`~schemacache.node.nodestate.NodeState`), held back below the
+oldest unsettled version.
 """
 
 from __future__ import annotations
@@ -13,22 +14,14 @@ import heapq
 
 
 class Progress:
-    """Unsettled keys, the received revision, and an event for waiters."""
+    """Unsettled keys, and an event for waiters."""
 
     def __init__(self) -> None:
-        self.received_revision = 0
         self._unsettled: dict[str, int] = {}
         # Min-heap of (revision, key); entries whose key settled or moved on are stale.
         self._heap: list[tuple[int, str]] = []
         self._changed = asyncio.Event()
         self._watched = False
-
-    def receive(self, revision: int) -> bool:
-        """Note that every event up to ``revision`` was received; whether it moved."""
-        if revision > self.received_revision:
-            self.received_revision = revision
-            return True
-        return False
 
     def mark_unsettled(self, key: str, revision: int) -> None:
         """``key`` has a version at ``revision`` no worker is done with."""
@@ -53,16 +46,16 @@ class Progress:
         """Keys not settled yet."""
         return len(self._unsettled)
 
-    @property
-    def settled_revision(self) -> int:
-        """Highest R such that every event up to R is settled."""
+    def settled_revision(self, received: int) -> int:
+        """Highest R such that every event up to R is settled, every event up to
+        ``received`` (the received revision) having been received."""
         heap = self._heap
         unsettled = self._unsettled
         while heap and unsettled.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
         if not heap:
-            return self.received_revision
-        return min(self.received_revision, heap[0][0] - 1)
+            return received
+        return min(received, heap[0][0] - 1)
 
     def changed(self) -> asyncio.Event:
         """An event set at the next :meth:`notify` (take it before checking the

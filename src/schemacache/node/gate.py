@@ -1,0 +1,85 @@
+"""Dependency checks: whether a key may go to the handler now, or waits for
+other keys, and whether a waiting key is done for now.
+
+A measure's apply waits for its group to be applied; a group's delete waits for
+the applied keys that reference it to be deleted.  :class:`DependencyGate`
+answers those questions from desired and applied state and keeps the
+dependents index of :class:`~schemacache.node.deps.Dependencies` in step with
+the applied versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..kinds import references
+from ..model import Resource
+from ..stored import StoredResource
+from .deps import Dependencies
+from .failures import FailureLog
+from .nodestate import Desired, NodeState
+from .queue import WorkQueue
+
+
+def prerequisite_keys(resource: Resource) -> list[str]:
+    """The keys ``resource`` references (see :func:`schemacache.kinds.references`)."""
+    return [ref.key for ref in references(resource)]
+
+
+class DependencyGate:
+    """What keys wait for, over the node's state.
+
+    :param state: desired and applied state.
+    :param deps: parked keys and the dependents index.
+    :param queue: the work queue (a key in it or at a worker is on its way).
+    :param failures: the failure log (a failed prerequisite is final).
+    """
+
+    def __init__(self, state: NodeState, deps: Dependencies, queue: WorkQueue,
+                 failures: FailureLog):
+        self.state = state
+        self.deps = deps
+        self.queue = queue
+        self.failures = failures
+        self.desired = state.desired
+        self.applied = state.applied
+
+    def blockers(self, key: str, d: Desired, prerequisites: list[str]) -> list[str]:
+        """What ``key`` waits for: applied dependents before a delete, the
+        ``prerequisites`` (keys ``d.resource`` references) before an apply."""
+        if d.deleted:
+            return sorted(k for k in self.deps.dependents(key) if k in self.applied)
+        return [ref for ref in prerequisites if not self._prerequisite_ready(ref)]
+
+    def _prerequisite_ready(self, key: str) -> bool:
+        d = self.desired.get(key)
+        a = self.applied.get(key)
+        return d is not None and not d.deleted and a is not None and a[0] == d.revision
+
+    def is_final(self, key: str) -> bool:
+        """Whether a worker is done with ``key`` for now: not parked behind a
+        prerequisite that is still on its way (one that failed or is gone is final)."""
+        blockers = self.deps.blockers(key)
+        if self.state.awaits_commit(key):
+            return False
+        if blockers is None or self.queue.is_dirty(key):
+            return blockers is None
+        for b in blockers:
+            if self.queue.is_dirty(b) or self.queue.is_processing(b):
+                continue  # on its way
+            d = self.desired.get(b)
+            if d is None or b in self.failures or (d.deleted and b not in self.applied):
+                return True
+        return False
+
+    def wake_waiters(self, key: str) -> None:
+        """Queue the keys parked behind ``key`` again (it is done for now)."""
+        for waiter, prio in self.deps.waiters(key):
+            self.queue.add(waiter, prio)
+
+    def reindex(self, key: str, previous: tuple[int, StoredResource] | None,
+                new_prerequisites: Iterable[str]) -> None:
+        """Move ``key`` in the dependents index from what its ``previous`` applied
+        version referenced to ``new_prerequisites``."""
+        old = prerequisite_keys(previous[1].model()) if previous is not None else ()
+        self.deps.index(key, old, new_prerequisites)

@@ -1,0 +1,137 @@
+"""Resuming from durable state: adopt what was on disk, hand a restarted
+handler the versions it may have seen (the start-up replay), then queue
+every key whose desired version is not applied yet.
+"""
+
+from __future__ import annotations
+
+from .._gc import gc_paused
+from ..kinds import kind_of_key
+from ..model import Resource
+from .deps import Dependencies
+from .failures import FailureLog
+from .gate import DependencyGate, prerequisite_keys
+from .meters import ReconcileMeters
+from .nodestate import Desired, NodeState, delete_version
+from .queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
+from .retry import RetryLimiter
+from .schedule import Scheduler
+from .state import LoadedState
+
+
+class Startup:
+    """Brings a node's parts to where the last process left them.
+
+    :param state: desired and applied state.
+    :param deps: the dependents index.
+    :param gate: keeps the index in step with re-applied versions.
+    :param failures: the failure log.
+    :param meters: cached resources per kind.
+    :param queue: the work queue.
+    :param repair_limiter: repair attempts of failed keys.
+    :param scheduler: queues the unsettled keys.
+    """
+
+    def __init__(self, *, state: NodeState, deps: Dependencies, gate: DependencyGate,
+                 failures: FailureLog, meters: ReconcileMeters, queue: WorkQueue,
+                 repair_limiter: RetryLimiter, scheduler: Scheduler):
+        self.state = state
+        self.desired = state.desired
+        self.applied = state.applied
+        self.deps = deps
+        self.gate = gate
+        self.failures = failures
+        self._meters = meters
+        self.queue = queue
+        self.repair_limiter = repair_limiter
+        self.scheduler = scheduler
+
+    def load(self, loaded: LoadedState) -> None:
+        """Adopt the state found on disk."""
+        # Millions of long-lived objects are created here and none form cycles:
+        # with the collector on, its passes over the growing heap dominate.
+        with gc_paused():
+            self._load(loaded)
+
+    def _load(self, loaded: LoadedState) -> None:
+        self.state.adopt_received(loaded.received_revision, loaded.received_mark,
+                                  loaded.cluster_id)
+        desired = self.desired
+        for key, (rev, deleted, stored) in loaded.desired.items():
+            desired[key] = Desired(rev, deleted, stored)
+        counts: dict[str, int] = {}
+        for key, (rev, stored) in loaded.applied.items():
+            self.applied[key] = (rev, stored)
+            model = stored.model()
+            self.deps.index(key, (), prerequisite_keys(model))
+            kind = kind_of_key(key)
+            counts[kind] = counts.get(kind, 0) + 1
+            d = desired.get(key)
+            if d is None:  # cannot happen with an intact file; be safe
+                desired[key] = d = Desired(rev, False, stored)
+            if d.stored is stored:
+                d.model = model  # the start-up replay hands it over; dropped once settled
+        # One gauge update per kind, not per key (labels()/set() cost microseconds).
+        for kind, n in counts.items():
+            self._meters.cached(kind, n)
+        self.failures.load(loaded.failures)
+        for key, failure in loaded.failures.items():
+            # A failed key is retried by repair one base gap after start-up.
+            self.queue.add_rate_limited(key, self.repair_limiter, failure.revision, PRIO_REPAIR)
+        self.state.cache.invalidate()
+
+    def replay_plan(self) -> tuple[list[Resource], list[Resource]]:
+        """What a restarted handler must be handed to rebuild its state: the
+        resources to apply and those to delete.
+
+        Per key, the newest version the handler may have seen: the applied one
+        for a settled key; for any other key, its durable desired version --
+        a handler is never handed a version before that row is committed, so
+        it is never older than anything handed before the crash -- as an
+        apply, or as a delete for a tombstone.  A stale applied version is
+        never handed over again.
+        """
+        applies: list[Resource] = []
+        deletes: list[Resource] = []
+        for key, d in self.desired.items():
+            a = self.applied.get(key)
+            if d.deleted:
+                if a is not None:
+                    deletes.append(d.resource_of(delete_version(d.stored, a[1])))
+            elif a is not None and a[0] == d.revision:
+                applies.append(d.resource_of(a[1]))
+            else:
+                applies.append(d.resource)
+        return applies, deletes
+
+    def replayed(self, applies: list[Resource], deletes: list[Resource],
+                 errors: dict[str, BaseException]) -> None:
+        """Adopt the outcome of the start-up replay (see :meth:`replay_plan`):
+        what it handed over without an error is applied (or deleted); a key in
+        ``errors`` is applied again by a worker."""
+        for res in applies:
+            key = res.key
+            d = self.desired[key]
+            previous = self.applied.get(key)
+            if key in errors or (previous is not None and previous[0] == d.revision):
+                continue
+            # Not settled before: ``res`` is the desired version (see replay_plan).
+            self.state.set_applied(key, d.revision, d.stored)
+            self.gate.reindex(key, previous, prerequisite_keys(res))
+            if previous is None:
+                self._meters.cached(kind_of_key(key), +1)
+        for res in deletes:
+            key = res.key
+            if key in errors:
+                continue
+            previous = self.state.drop_applied(key)
+            if previous is not None:
+                self.gate.reindex(key, previous, ())
+                self._meters.cached(kind_of_key(key), -1)
+        self.state.mark_reapply(errors)
+
+    def backlog(self) -> list[str]:
+        """Enqueue every key whose desired != applied (after loading state); the
+        keys enqueued."""
+        return self.scheduler.enqueue_unsettled(self.desired.keys(), manual=False,
+                                                prio=PRIO_LIVE)

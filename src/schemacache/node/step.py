@@ -1,0 +1,263 @@
+"""One reconcile step: a worker's turn with one key.
+
+Compare the key's desired with its applied version; if they differ and nothing
+blocks it, hand the version to the handler, then record the outcome: applied
+state and convergence on success; on failure a retry after the limiter's
+backoff, or -- attempts used up -- a failure record, a repair request and the
+repair backoff of the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..errors import PermanentError, TemporaryError
+from ..kinds import kind_of_key
+from ..model import Resource
+from ..observe.metrics import NodeMetrics
+from .deps import Dependencies
+from .failures import FailureLog
+from .gate import DependencyGate, prerequisite_keys
+from .handler import HandlerCaller
+from .meters import ReconcileMeters
+from .nodestate import Desired, NodeState, delete_version
+from .progress import Progress
+from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
+from .retry import RetryLimiter
+from .schedule import Scheduler
+from .text import error_text, safe
+
+log = logging.getLogger(__name__)
+
+
+class RepairRequester(Protocol):
+    """What the reconciler needs of the repairer: asking for a full sync."""
+
+    def request(self, reason: str) -> Any: ...
+
+
+def _requested_delay(error: BaseException) -> float | None:
+    """The wait a handler asked for with ``TemporaryError(delay=…)``, if any."""
+    return error.delay if isinstance(error, TemporaryError) else None
+
+
+class ReconcileStep:
+    """Reconciles one key at a time (called by the workers, concurrently for
+    different keys).
+
+    :param state: desired and applied state.
+    :param caller: handler invoker.
+    :param scheduler: bookkeeping of converged keys.
+    :param gate: dependency checks.
+    :param deps: dependency parking.
+    :param failures: the failure log.
+    :param queue: the work queue.
+    :param progress: unsettled keys.
+    :param limiter: attempts of the event path.
+    :param repair_limiter: repair attempts of failed keys.
+    :param meters: handler call counters.
+    :param metrics: node metrics (propagation delay, retries).
+    :param retry_gap: wait before retrying a key whose failure could not even
+        be recorded (the first per-key repair gap).
+
+    Set :attr:`repairer` to have an exhausted key start a repair.
+    """
+
+    def __init__(self, *, state: NodeState, caller: HandlerCaller, scheduler: Scheduler,
+                 gate: DependencyGate, deps: Dependencies, failures: FailureLog,
+                 queue: WorkQueue, progress: Progress, limiter: RetryLimiter,
+                 repair_limiter: RetryLimiter, meters: ReconcileMeters, metrics: NodeMetrics,
+                 retry_gap: float):
+        self.state = state
+        self.desired = state.desired
+        self.applied = state.applied
+        self.caller = caller
+        self.scheduler = scheduler
+        self.gate = gate
+        self.deps = deps
+        self.failures = failures
+        self.queue = queue
+        self.progress = progress
+        self.limiter = limiter
+        self.repair_limiter = repair_limiter
+        self._meters = meters
+        self.metrics = metrics
+        self.retry_gap = retry_gap
+        self.repairer: RepairRequester | None = None
+        self._calls_handler = caller.active
+        # Bound once: the reconcile step runs once per key per change.
+        self._is_settled = state.is_settled
+        self._converged = scheduler.converged
+        self._blockers = gate.blockers
+        self._reindex = gate.reindex
+        self._wake_waiters = gate.wake_waiters
+        self._running: dict[str, float] = {}
+        self._loop = asyncio.get_running_loop()
+
+    async def reconcile(self, key: str, prio: int) -> None:
+        """Take ``key`` one step towards its desired version (``prio``: the
+        priority it was queued at, which it keeps if it must wait)."""
+        d = self.desired.get(key)
+        if d is None:
+            return
+        if self._is_settled(key, d):
+            self._converged(key)
+            return
+        failed = self.failures.failed_at(key, d.revision)
+        # Computed once: the blockers check and the dependents index both need them.
+        prerequisites = [] if d.deleted else prerequisite_keys(d.resource)
+        blockers = self._blockers(key, d, prerequisites)
+        if blockers:
+            self.deps.park(key, blockers, prio)
+            return
+        self.deps.unpark(key)
+
+        revision = d.revision
+        if self.state.write_ahead and not self.state.durable(key):
+            # Write-ahead: the handler sees no version before its desired row
+            # is durable; the commit puts the key back in the queue.
+            self.state.hold_for_commit(key, prio)
+            return
+        applied = self.applied.get(key)
+        op = "delete" if d.deleted else "apply"
+        stored = (delete_version(d.stored, applied[1]) if d.deleted and applied is not None
+                  else d.stored)
+        resource = d.resource_of(stored)
+        kind = resource.kind
+        self._running[key] = self._loop.time()
+        started = time.perf_counter()
+        outcome = "ok"
+        error: BaseException | None = None
+        try:
+            await self.caller.call(op, resource)
+        except PermanentError as exc:
+            outcome, error = "permanent", exc
+        except TimeoutError as exc:
+            outcome, error = "timeout", exc
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            outcome, error = "error", exc
+        finally:
+            self._running.pop(key, None)
+        if self._calls_handler:
+            self._meters.call(kind, op, outcome, time.perf_counter() - started)
+        if error is None:
+            self._on_success(key, d, op, resource, prerequisites)
+        elif failed:
+            self._on_repair_failure(key, error)
+        else:
+            self._on_failure(key, kind, revision, error, outcome)
+
+    def retry_after_error(self, key: str, exc: BaseException) -> None:
+        """Count an unexpected error while reconciling ``key`` as a failed attempt."""
+        self._running.pop(key, None)
+        d = self.desired.get(key)
+        if d is None:
+            return
+        try:
+            if self.failures.failed_at(key, d.revision):
+                self._on_repair_failure(key, exc)
+            else:
+                self._on_failure(key, kind_of_key(key), d.revision, exc, "error")
+        except Exception:
+            log.exception("recording the failure of %s failed too; retrying it in %.1fs",
+                          safe(key), self.retry_gap)
+            self.progress.mark_unsettled(key, d.revision)
+            self.queue.hold(key, self.retry_gap, PRIO_RETRY)
+
+    def outcome(self, key: str) -> bool | None:
+        """For the batches: ``None`` while ``key`` waits for a key on its way,
+        else whether it converged."""
+        if not self.gate.is_final(key):
+            return None
+        return self.progress.is_settled(key) and key not in self.failures
+
+    def longest_running(self) -> float:
+        """Seconds the oldest handler call still running has taken (0: none runs)."""
+        if not self._running:
+            return 0.0
+        return max(0.0, self._loop.time() - min(self._running.values()))
+
+    def _on_success(self, key: str, d: Desired, op: str, resource: Resource,
+                    prerequisites: list[str]) -> None:
+        previous = self.applied.get(key)
+        if op == "apply":
+            self.state.set_applied(key, d.revision, d.stored)
+            self._reindex(key, previous, prerequisites)
+            if previous is None:
+                self._meters.cached(kind_of_key(key), +1)
+            if d.live and resource.metadata.updated_at is not None:
+                delay = (datetime.now(UTC) - resource.metadata.updated_at).total_seconds()
+                self.metrics.propagation.observe(max(0.0, delay))
+        else:
+            if previous is not None:
+                self.state.drop_applied(key)
+                self._reindex(key, previous, ())
+                self._meters.cached(kind_of_key(key), -1)
+        self.limiter.forget(key)
+        self.repair_limiter.forget(key)
+        current = self.desired.get(key)
+        if current is d or (current is not None and self._is_settled(key, current)):
+            self.progress.settle(key)
+        elif current is not None:
+            # Desired changed while the call ran and may have looked settled then
+            # (a delete arriving during the first apply): make sure it is done.
+            self.progress.mark_unsettled(key, current.revision)
+            self.queue.add(key, PRIO_LIVE if current.live else PRIO_REPAIR)
+        if key in self.failures and (current is d or current is None
+                                     or self._is_settled(key, current)):
+            self.scheduler.clear_failure(key)
+        self._wake_waiters(key)
+
+    def _on_failure(self, key: str, kind: str, revision: int, error: BaseException,
+                    outcome: str) -> None:
+        current = self.desired.get(key)
+        if current is not None and current.revision != revision:
+            # Superseded while the call ran: the newer version is already queued.
+            self.limiter.forget(key)
+            return
+        text = error_text(error)
+        if outcome == "permanent":
+            self.limiter.when(key, revision)  # counted; no retry
+            delay = None
+        else:
+            delay = self.queue.add_rate_limited(key, self.limiter, revision, PRIO_RETRY,
+                                                delay=_requested_delay(error))
+        count = self.limiter.attempts(key)
+        if delay is None:
+            self._exhausted(key, kind, revision, count, text, outcome == "permanent")
+            return
+        self.metrics.retries.labels(kind=kind).inc()
+        log.info("%s revision %d attempt %d failed (%s); retry in %.3fs", safe(key), revision,
+                 count, text, delay)
+
+    def _exhausted(self, key: str, kind: str, revision: int, attempts: int, text: str,
+                   permanent: bool) -> None:
+        """``key``'s attempts at ``revision`` are used up: record it, hand it to
+        the repair backoff and ask for a repair."""
+        self.failures.exhausted(key, kind, revision, attempts=attempts,
+                                first_failed=self.limiter.first_failed(key) or time.time(),
+                                error=text, permanent=permanent)
+        self.limiter.forget(key)
+        self.repair_limiter.forget(key)
+        self.queue.add_rate_limited(key, self.repair_limiter, revision, PRIO_REPAIR)
+        self.progress.settle(key)
+        if self.repairer is not None:
+            self.repairer.request("exhausted")
+        # Keys parked behind this one are final for now: let their batches see it.
+        self._wake_waiters(key)
+
+    def _on_repair_failure(self, key: str, error: BaseException) -> None:
+        record = self.failures.repair_failed(key, error_text(error))
+        gap = self.queue.add_rate_limited(key, self.repair_limiter, record.revision, PRIO_REPAIR,
+                                          delay=_requested_delay(error))
+        # The limiter's first count is the wait that followed exhaustion.
+        n = self.repair_limiter.attempts(key) - 1
+        log.info("%s still failing after repair attempt %d (%s); next in %.1fs", safe(key), n,
+                 record.last_error, gap)
+        self._wake_waiters(key)
