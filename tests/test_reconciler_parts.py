@@ -223,6 +223,22 @@ async def test_a_newer_version_forgets_the_older_ones_attempts(parts: Parts) -> 
     assert parts.limiter.attempts(g.key) == 0 and not parts.queue.is_held(g.key)
 
 
+async def test_a_rewind_or_reset_forgets_failures_and_attempts(parts: Parts) -> None:
+    for name, rev in (("old", 3), ("new", 8)):
+        parts.put(group(name), rev)
+        parts.failures.exhausted(f"group/{name}", "group", rev, attempts=2, first_failed=1.0,
+                                 error="x", permanent=False)
+        parts.queue.add_rate_limited(f"group/{name}", parts.repair_limiter, rev, PRIO_REPAIR)
+    parts.put(group("retried"), 9)
+    parts.queue.add_rate_limited("group/retried", parts.limiter, 9)
+    parts.scheduler.forget_above(5)  # rewound to 5: what is beyond it goes
+    assert list(parts.failures) == ["group/old"] and parts.limiter.attempts("group/retried") == 0
+    assert not parts.queue.is_held("group/retried") and parts.queue.is_held("group/old")
+    parts.scheduler.forget_all()  # reset: everything goes
+    assert len(parts.failures) == 0 and len(parts.repair_limiter) == 0
+    assert not parts.queue.is_held("group/old") and parts.alerter.active() == []
+
+
 async def test_converged_settles_unparks_and_clears_the_failure(parts: Parts) -> None:
     m = measure("g", "m")
     parts.put(m, 3)
@@ -416,9 +432,7 @@ async def test_step_permanent_error_and_unexpected_error(parts: Parts) -> None:
 
 def _listing(parts: Parts) -> ListingRefresh:
     return ListingRefresh(state=parts.state, progress=parts.progress,
-                          scheduler=parts.scheduler, failures=parts.failures,
-                          queue=parts.queue, limiter=parts.limiter,
-                          repair_limiter=parts.repair_limiter)
+                          scheduler=parts.scheduler)
 
 
 def _listed(*pairs: tuple[Resource, int]) -> list[tuple[str, Resource]]:

@@ -14,11 +14,9 @@ from ..kinds import kind_of_key
 from ..model import NODE_KIND, Resource
 from ..registry.base import Registry
 from ..stored import StoredResource
-from .failures import FailureLog
 from .nodestate import Desired, NodeState
 from .progress import Progress
-from .queue import PRIO_REPAIR, WorkQueue
-from .retry import RetryLimiter
+from .queue import PRIO_REPAIR
 from .schedule import Scheduler
 
 Listed = tuple[str, StoredResource | Resource]
@@ -42,25 +40,16 @@ class ListingRefresh:
 
     :param state: desired and applied state, the received revision.
     :param progress: unsettled keys.
-    :param scheduler: bookkeeping of changed keys; queues the unsettled ones.
-    :param failures: the failure log.
-    :param queue: the work queue (its timers).
-    :param limiter: attempts of the event path.
-    :param repair_limiter: repair attempts of failed keys.
+    :param scheduler: bookkeeping of changed keys (attempts, failures); queues
+        the unsettled ones.
     """
 
-    def __init__(self, *, state: NodeState, progress: Progress, scheduler: Scheduler,
-                 failures: FailureLog, queue: WorkQueue, limiter: RetryLimiter,
-                 repair_limiter: RetryLimiter):
+    def __init__(self, *, state: NodeState, progress: Progress, scheduler: Scheduler):
         self.state = state
         self.desired = state.desired
         self.applied = state.applied
         self.progress = progress
         self.scheduler = scheduler
-        self.failures = failures
-        self.queue = queue
-        self.limiter = limiter
-        self.repair_limiter = repair_limiter
 
     def refresh(self, resources: Iterable[Listed], revision: int, *, reset: bool,
                 manual: bool, rewound: bool = False) -> list[str]:
@@ -88,7 +77,8 @@ class ListingRefresh:
         if rewound and not reset:
             self._forget_future(0 if past else revision)
         if reset:
-            self._forget_all()
+            self.state.mark_reapply(list(self.applied), durable=True)
+            self.scheduler.forget_all()
         for key, r in listed.items():
             cur = self.desired.get(key)
             if reset or past or cur is None or cur.revision < r.mod_revision or (
@@ -119,22 +109,9 @@ class ListingRefresh:
         self.state.set_desired(key, d)
         self.scheduler.forget_stale(key, d)
 
-    def _forget_all(self) -> None:
-        """The registry was recreated: apply every version again, forget every
-        failure and attempt."""
-        self.state.mark_reapply(list(self.applied), durable=True)
-        for key in self.limiter.keys() + self.repair_limiter.keys():
-            self.queue.cancel_timer(key)
-        for key in list(self.failures):
-            self.scheduler.clear_failure(key)
-        self.limiter.clear()
-        self.repair_limiter.clear()
-
     def _forget_future(self, revision: int) -> None:
-        """Drop what the node knows from beyond ``revision`` of a rewound registry."""
+        """Drop what the node knows from beyond ``revision`` of a rewound registry:
+        those applied versions are applied again, their failures and attempts go."""
         self.state.mark_reapply([k for k, (rev, _) in self.applied.items() if rev > revision],
                                 durable=True)
-        for key in self.failures.above(revision):
-            self.scheduler.clear_failure(key)
-        for key in self.limiter.forget_above(revision):
-            self.queue.cancel_timer(key)
+        self.scheduler.forget_above(revision)

@@ -109,9 +109,7 @@ class Reconciler:
         self.workers = Workers(self.queue, workers, reconcile=self._step.reconcile,
                                on_error=self._step.retry_after_error, outcome=self._step.outcome)
         self._listing = ListingRefresh(state=self.state, progress=self.progress,
-                                       scheduler=scheduler, failures=self.failures,
-                                       queue=self.queue, limiter=self.limiter,
-                                       repair_limiter=self.repair_limiter)
+                                       scheduler=scheduler)
         self._startup = Startup(state=self.state, deps=self.deps, gate=gate,
                                 failures=self.failures, meters=meters, queue=self.queue,
                                 repair_limiter=self.repair_limiter, scheduler=scheduler)

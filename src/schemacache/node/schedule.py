@@ -71,6 +71,23 @@ class Scheduler:
         self.failures.clear(key)
         self.repair_limiter.forget(key)
 
+    def forget_above(self, revision: int) -> None:
+        """The registry went back to ``revision``: forget failures and attempts
+        of versions beyond it (a history the registry no longer has)."""
+        for key in self.failures.above(revision):
+            self.clear_failure(key)
+        for key in self.limiter.forget_above(revision):
+            self.queue.cancel_timer(key)
+
+    def forget_all(self) -> None:
+        """The registry was recreated: forget every failure and attempt."""
+        for key in self.limiter.keys() + self.repair_limiter.keys():
+            self.queue.cancel_timer(key)
+        for key in list(self.failures):
+            self.clear_failure(key)
+        self.limiter.clear()
+        self.repair_limiter.clear()
+
     def enqueue_unsettled(self, keys: Iterable[str], *, manual: bool, prio: int) -> list[str]:
         """Queue each of ``keys`` whose applied state differs from its desired
         state, at ``prio``; the keys queued, in the order queued.
