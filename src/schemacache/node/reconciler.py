@@ -73,11 +73,7 @@ class Reconciler:
     def __init__(self, *, store: StateStore, caller: HandlerCaller, retry: RetryPolicy,
                  metrics: NodeMetrics, alerter: Alerter, workers: int,
                  repair_backoff_base: float, repair_backoff_cap: float):
-        self.store = store
         self.caller = caller
-        self.retry = retry
-        self.metrics = metrics
-        self.repair_backoff_base = repair_backoff_base
         self.queue = WorkQueue()
         self.progress = Progress()
         self.deps = Dependencies(metrics.blocked_keys)
