@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from factories import group, measure
+from factories import binding, group, index_rule, measure, topn
 from polling import until
 from schemacache import PermanentError, Resource
+from schemacache.kinds import apply_order, delete_order
 from schemacache.model import Event, EventType, Metadata
 from schemacache.node.deps import Dependencies
 from schemacache.node.failures import ALERT_EXHAUSTED, FailureLog
@@ -512,10 +513,11 @@ async def test_startup_loads_plans_the_replay_and_queues_the_backlog(tmp_path: P
         startup.load(loaded)
         assert state.received_revision == 6 and deps.dependents(g.key) == {m.key}
         applies, deletes = startup.replay_plan()
-        # The newest version the handler may have seen: m at 5, not its applied 3.
-        assert sorted((r.key, r.metadata.mod_revision) for r in applies) == [
-            (g.key, 2), (m.key, 5)]
-        assert [(r.key, r.metadata.mod_revision) for r in deletes] == [(old.key, 4)]
+        # The newest version the handler may have seen: m at 5, not its applied 3;
+        # prerequisites first, each resource with its own key.
+        assert [(k, r.metadata.mod_revision) for k, r in applies] == [(g.key, 2), (m.key, 5)]
+        assert [(k, r.metadata.mod_revision) for k, r in deletes] == [(old.key, 4)]
+        assert all(k == r.key for k, r in applies + deletes)
         startup.replayed(applies, deletes, {})
         assert state.applied[m.key][0] == 5 and old.key not in state.applied
         assert startup.backlog() == []  # everything the replay handed over is settled
@@ -526,3 +528,24 @@ async def test_startup_loads_plans_the_replay_and_queues_the_backlog(tmp_path: P
         await alerter.close()
     finally:
         await store.close()
+
+
+async def test_the_replay_plan_hands_prerequisites_first_and_dependents_first(
+        parts: Parts) -> None:
+    """The start-up replay's order is :func:`apply_order`'s for applies and
+    :func:`delete_order`'s for deletes, whatever order the state was written in."""
+    startup = Startup(state=parts.state, deps=parts.deps, gate=parts.gate,
+                      failures=parts.failures, meters=parts.meters, queue=parts.queue,
+                      repair_limiter=parts.repair_limiter, scheduler=parts.scheduler)
+    live = [topn("b", "t", "a", "m"), binding("a", "bind", ["r"], "m"), measure("b", "m"),
+            index_rule("a", "r"), measure("a", "m"), group("b"), group("a")]
+    gone = [measure("z", "m"), group("z"), binding("z", "bind", ["r"], "m")]
+    for rev, res in enumerate(live + gone, start=2):
+        parts.put(res, rev, applied=True)
+    for res in gone:
+        stored = parts.state.desired[res.key].stored
+        parts.state.set_desired(res.key, Desired(100, True, stored))
+    applies, deletes = startup.replay_plan()
+    assert [k for k, _ in applies] == [r.key for r in apply_order(live)]
+    assert [k for k, _ in deletes] == [r.key for r in delete_order(gone)]
+    assert all(k == r.key for k, r in applies + deletes)

@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING
 
 from .._gc import freeze_long_lived, gc_paused
-from ..kinds import apply_order, delete_order
 from .handler import HandlerCaller
 from .monitor import Monitor
 from .reconciler import Reconciler, WorkBatch
@@ -147,15 +146,13 @@ class NodeRun:
 
 async def replay_to_handler(rec: Reconciler) -> None:
     """Hand the handler what it may have held before the restart (see
-    :meth:`Reconciler.replay_plan`), prerequisites first and dependents first
-    for deletes, and adopt the outcome; a key whose call failed is retried."""
+    :meth:`Reconciler.replay_plan`: prerequisites first, dependents first for
+    deletes) and adopt the outcome; a key whose call failed is retried."""
     applies, deletes = rec.replay_plan()
     if not applies and not deletes:
         return
     started = time.perf_counter()
-    applies = apply_order(applies)
-    deletes = delete_order(deletes)
-    errors = await rec.caller.replay(applies, deletes)
+    errors = await rec.caller.replay([r for _, r in applies], [r for _, r in deletes])
     for key, exc in sorted(errors.items()):
         log.warning("re-applying %s at start-up failed (%s); it will be retried",
                     safe(key), error_text(exc))

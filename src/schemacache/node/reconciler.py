@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..model import Event, Resource
+from ..model import Event
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from .deps import Dependencies
@@ -38,7 +38,7 @@ from .progress import Progress
 from .queue import WorkQueue
 from .retry import RetryLimiter, RetryPolicy
 from .schedule import Scheduler
-from .startup import Startup
+from .startup import Keyed, Startup
 from .state import LoadedState, StateStore
 from .step import ReconcileStep, RepairRequester
 from .workers import WorkBatch, Workers
@@ -130,12 +130,13 @@ class Reconciler:
         """Adopt the state found on disk."""
         self._startup.load(loaded)
 
-    def replay_plan(self) -> tuple[list[Resource], list[Resource]]:
+    def replay_plan(self) -> tuple[Keyed, Keyed]:
         """What a restarted handler must be handed to rebuild its state: the
-        resources to apply and those to delete (see :meth:`Startup.replay_plan`)."""
+        resources to apply and those to delete, in order, each with its key
+        (see :meth:`Startup.replay_plan`)."""
         return self._startup.replay_plan()
 
-    def replayed(self, applies: list[Resource], deletes: list[Resource],
+    def replayed(self, applies: Keyed, deletes: Keyed,
                  errors: dict[str, BaseException]) -> None:
         """Adopt the outcome of the start-up replay (see :meth:`replay_plan`)."""
         self._startup.replayed(applies, deletes, errors)

@@ -6,7 +6,7 @@ every key whose desired version is not applied yet.
 from __future__ import annotations
 
 from .._gc import gc_paused
-from ..kinds import kind_of_key
+from ..kinds import kind_of_key, level_of_key
 from ..model import Resource
 from .deps import Dependencies
 from .failures import FailureLog
@@ -17,6 +17,19 @@ from .queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
 from .retry import RetryLimiter
 from .schedule import Scheduler
 from .state import LoadedState
+
+Keyed = list[tuple[str, Resource]]
+"""Resources, each with its key, in the order the start-up replay hands them over."""
+
+
+def _apply_rank(item: tuple[str, Resource]) -> tuple[int, str]:
+    """:func:`~schemacache.kinds.apply_order`'s rank, from the key at hand."""
+    return level_of_key(item[0]), item[0]
+
+
+def _delete_rank(item: tuple[str, Resource]) -> tuple[int, str]:
+    """:func:`~schemacache.kinds.delete_order`'s rank, from the key at hand."""
+    return -level_of_key(item[0]), item[0]
 
 
 class Startup:
@@ -80,9 +93,11 @@ class Startup:
             self.queue.add_rate_limited(key, self.repair_limiter, failure.revision, PRIO_REPAIR)
         self.state.cache.invalidate()
 
-    def replay_plan(self) -> tuple[list[Resource], list[Resource]]:
+    def replay_plan(self) -> tuple[Keyed, Keyed]:
         """What a restarted handler must be handed to rebuild its state: the
-        resources to apply and those to delete.
+        resources to apply, prerequisites first, and those to delete,
+        dependents first (the orders of :func:`~schemacache.kinds.apply_order`
+        and :func:`~schemacache.kinds.delete_order`), each with its key.
 
         Per key, the newest version the handler may have seen: the applied one
         for a settled key; for any other key, its durable desired version --
@@ -91,28 +106,33 @@ class Startup:
         apply, or as a delete for a tombstone.  A stale applied version is
         never handed over again.
         """
-        applies: list[Resource] = []
-        deletes: list[Resource] = []
+        applies: Keyed = []
+        deletes: Keyed = []
+        applied = self.applied
         for key, d in self.desired.items():
-            a = self.applied.get(key)
+            a = applied.get(key)
             if d.deleted:
                 if a is not None:
-                    deletes.append(d.resource_of(delete_version(d.stored, a[1])))
+                    deletes.append((key, d.resource_of(delete_version(d.stored, a[1]))))
             elif a is not None and a[0] == d.revision:
-                applies.append(d.resource_of(a[1]))
+                applies.append((key, d.resource_of(a[1])))
             else:
-                applies.append(d.resource)
+                applies.append((key, d.resource))
+        # Ranked by the keys at hand: a model's key is built anew on each read.
+        applies.sort(key=_apply_rank)
+        deletes.sort(key=_delete_rank)
         return applies, deletes
 
-    def replayed(self, applies: list[Resource], deletes: list[Resource],
+    def replayed(self, applies: Keyed, deletes: Keyed,
                  errors: dict[str, BaseException]) -> None:
         """Adopt the outcome of the start-up replay (see :meth:`replay_plan`):
         what it handed over without an error is applied (or deleted); a key in
         ``errors`` is applied again by a worker."""
-        for res in applies:
-            key = res.key
-            d = self.desired[key]
-            previous = self.applied.get(key)
+        desired = self.desired
+        applied = self.applied
+        for key, res in applies:
+            d = desired[key]
+            previous = applied.get(key)
             if key in errors or (previous is not None and previous[0] == d.revision):
                 continue
             # Not settled before: ``res`` is the desired version (see replay_plan).
@@ -120,8 +140,7 @@ class Startup:
             self.gate.reindex(key, previous, prerequisite_keys(res))
             if previous is None:
                 self._meters.cached(kind_of_key(key), +1)
-        for res in deletes:
-            key = res.key
+        for key, _ in deletes:
             if key in errors:
                 continue
             previous = self.state.drop_applied(key)
