@@ -1,12 +1,11 @@
-"""The reconciler's metric children, kept per label set: ``labels()`` hashes and
-locks on every call, too slow for once per event."""
+"""The reconciler's metric cells, kept per label set: ``labels()`` hashes its
+labels on every call, too slow for once per event."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..model import EventType
 from ..observe.metrics import NodeMetrics
+from ..observe.tally import CounterCell, HistogramCell
 
 
 class ReconcileMeters:
@@ -17,8 +16,8 @@ class ReconcileMeters:
 
     def __init__(self, metrics: NodeMetrics):
         self.metrics = metrics
-        self._events: dict[tuple[str, EventType], Any] = {}
-        self._calls: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._events: dict[tuple[str, EventType], CounterCell] = {}
+        self._calls: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
         self._kind_counts: dict[str, int] = {}
 
     def event(self, kind: str, type_: EventType) -> None:
@@ -27,7 +26,7 @@ class ReconcileMeters:
         if counter is None:
             counter = self._events[(kind, type_)] = self.metrics.events_received.labels(
                 kind=kind, type=type_.value)
-        counter.inc()
+        counter.value += 1
 
     def call(self, kind: str, op: str, outcome: str, seconds: float) -> None:
         """Count one handler call and its duration."""
@@ -36,7 +35,7 @@ class ReconcileMeters:
             children = (self.metrics.handler_calls.labels(kind=kind, op=op, outcome=outcome),
                         self.metrics.handler_duration.labels(kind=kind, op=op))
             self._calls[(kind, op, outcome)] = children
-        children[0].inc()
+        children[0].value += 1
         children[1].observe(seconds)
 
     def cached(self, kind: str, delta: int) -> None:

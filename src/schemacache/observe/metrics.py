@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .tally import CounterTally, HistogramTally
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0)
 REPAIR_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -37,12 +39,13 @@ class NodeMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         p = PREFIX
-        self.events_received = Counter(
+        # Counted once per event or handler call: plain-number tallies (see .tally).
+        self.events_received = CounterTally(
             f"{p}events_received", "Watch events received", ["kind", "type"], registry=r)
-        self.handler_calls = Counter(
+        self.handler_calls = CounterTally(
             f"{p}handler_calls", "Handler calls by outcome (ok|error|timeout|permanent)",
             ["kind", "op", "outcome"], registry=r)
-        self.handler_duration = Histogram(
+        self.handler_duration = HistogramTally(
             f"{p}handler_duration_seconds", "Handler call duration", ["kind", "op"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.retries = Counter(f"{p}retries", "Handler retries scheduled", ["kind"], registry=r)
@@ -67,7 +70,7 @@ class NodeMetrics:
             registry=r)
         self.revision_lag = Gauge(
             f"{p}revision_lag", "registry_revision - applied_revision", registry=r)
-        self.propagation = Histogram(
+        self.propagation = HistogramTally(
             f"{p}propagation_seconds", "Registry commit to handler applied",
             buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge(f"{p}queue_depth", "Keys waiting in the work queue", registry=r)
