@@ -38,16 +38,35 @@ async def test_settled_revision_waits_for_the_oldest_unsettled_key() -> None:
     assert p.settled_revision(10) == 10 and p.pending == 0 and p.unsettled() == {}
 
 
-async def test_progress_event_is_set_by_the_next_settle() -> None:
-    p = Progress()
-    p.mark_unsettled("a", 1)
-    event = p.changed()
-    assert not event.is_set()
+async def test_a_progress_waiter_wakes_once_its_revision_is_settled() -> None:
+    received = 10
+    p = Progress(received=lambda: received)
+    assert p.reached(10) is None  # nothing unsettled: settled at once
+    p.mark_unsettled("a", 4)
+    p.mark_unsettled("b", 7)
+    at_5, at_10, at_12 = p.reached(5), p.reached(10), p.reached(12)
+    assert at_5 is not None and at_10 is not None and at_12 is not None
     p.settle("x")  # was never unsettled: no change
-    assert not event.is_set()
+    p.notify()
+    assert not at_5.done()
+    p.settle("a")  # settled revision 6: the waiter for 5 wakes, not the one for 10
+    assert at_5.done() and not at_10.done()
+    p.settle("b")
+    assert at_10.done() and not at_12.done()  # 12 is not received yet
+    received = 12
+    p.notify()
+    assert at_12.done()
+
+
+async def test_a_progress_waiter_that_gave_up_is_forgotten() -> None:
+    p = Progress(received=lambda: 3)
+    p.mark_unsettled("a", 2)
+    gave_up, waiting = p.reached(3), p.reached(3)
+    assert gave_up is not None and waiting is not None
+    gave_up.cancel()
+    p.discard(gave_up)
     p.settle("a")
-    assert event.is_set()
-    assert not p.changed().is_set()  # a fresh event for the next waiter
+    assert waiting.done() and gave_up.cancelled()
 
 
 # ---------------------------------------------------------------- dependencies
@@ -203,3 +222,36 @@ async def test_a_key_not_final_keeps_its_batch_open() -> None:
 async def _noop(key: str, prio: int) -> None:
     await asyncio.sleep(0)
 
+
+
+async def test_a_queue_waiter_wakes_once_its_condition_holds_not_at_every_take() -> None:
+    q = WorkQueue()
+    for key in "abcde":
+        q.add(key, PRIO_LIVE)
+    checks: list[tuple[int, bool]] = []
+
+    def below_two() -> bool:
+        checks.append((q.urgent, asyncio.current_task() is waiter))
+        return q.urgent < 2
+
+    waiter = asyncio.ensure_future(q.wait_for(below_two))
+    await asyncio.sleep(0)
+    woken = []
+    for _ in range(4):
+        assert q.pop_nowait() is not None
+        await asyncio.sleep(0)
+        woken.append(waiter.done())
+    # Checked by the taker at each take: the waiting task runs only once, when
+    # the condition holds (not once per key taken, to check for itself).
+    assert woken == [False, False, False, True]
+    assert checks == [(5, True), (4, False), (3, False), (2, False), (1, False)]
+
+
+async def test_a_queue_waiter_is_released_by_shutdown() -> None:
+    q = WorkQueue()
+    q.add("a", PRIO_LIVE)
+    waiter = asyncio.ensure_future(q.wait_for(lambda: q.urgent < 1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    q.shutdown()
+    await asyncio.wait_for(waiter, 1.0)

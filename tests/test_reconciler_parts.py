@@ -81,7 +81,7 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     # No handler runs in these parts: a key goes to the queue without waiting
     # for its commit (the write-ahead rule has its own test below).
     state = NodeState(store, on_durable=queue.add, write_ahead=False)
-    progress = Progress()
+    progress = Progress(received=lambda: state.received_revision)
     deps = Dependencies(metrics.blocked_keys)
     failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
     limiter = RetryLimiter(RetryPolicy(max_attempts=2, base=0.01, cap=0.01))
@@ -290,10 +290,12 @@ def _intake(parts: Parts) -> Intake:
 async def test_an_event_changes_desired_state_and_queues_its_key(parts: Parts) -> None:
     intake = _intake(parts)
     g = group("g")
-    changed = parts.progress.changed()
+    reached = parts.progress.reached(2)
+    assert reached is not None
     intake.on_event(_event(g, 3))
     assert parts.state.desired[g.key].revision == 3 and parts.state.desired[g.key].live
-    assert parts.state.received_revision == 3 and changed.is_set()
+    # Received 3, the key unsettled at 3: settled up to 2, and its waiter woken.
+    assert parts.state.received_revision == 3 and reached.done()
     assert parts.queued() == [(g.key, PRIO_LIVE)]
     assert parts.progress.unsettled() == {g.key: 3}
     intake.on_event(_event(g, 2))  # older: desired state keeps the newer version

@@ -5,23 +5,40 @@ done with it (applied, deleted, or recorded as failed).  The settled revision is
 the highest R such that every event up to R is settled: the received revision
 (kept by :class:`~schemacache.node.nodestate.NodeState`), held back below the
 oldest unsettled version.
+
+Waiters name the revision they wait for and are woken only once the settled
+revision reaches it: a catching-up node settles tens of thousands of keys a
+second, and waking every waiter at each one to re-check cost more than the
+handler calls of a no-op handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+from collections.abc import Callable
+
+
+def _nothing_received() -> int:
+    return 0
 
 
 class Progress:
-    """Unsettled keys, and an event for waiters."""
+    """Unsettled keys, and waiters for a settled revision.
 
-    def __init__(self) -> None:
+    :param received: reads the received revision (default: always 0), which
+        :meth:`notify` needs to tell whether a waiter's revision is settled.
+    """
+
+    def __init__(self, received: Callable[[], int] = _nothing_received) -> None:
+        self._received = received
         self._unsettled: dict[str, int] = {}
         # Min-heap of (revision, key); entries whose key settled or moved on are stale.
         self._heap: list[tuple[int, str]] = []
-        self._changed = asyncio.Event()
-        self._watched = False
+        # Min-heap of (revision, tiebreak, future) of waiters for a settled revision.
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
 
     def mark_unsettled(self, key: str, revision: int) -> None:
         """``key`` has a version at ``revision`` no worker is done with."""
@@ -57,15 +74,32 @@ class Progress:
             return received
         return min(received, heap[0][0] - 1)
 
-    def changed(self) -> asyncio.Event:
-        """An event set at the next :meth:`notify` (take it before checking the
-        condition you wait for)."""
-        self._watched = True
-        return self._changed
+    def reached(self, revision: int) -> asyncio.Future[None] | None:
+        """``None`` when the settled revision is at ``revision`` or past it; else a
+        future done at the first :meth:`notify` that finds it there.
+
+        A waiter that gives up cancels the future and hands it to :meth:`discard`.
+        """
+        if self.settled_revision(self._received()) >= revision:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._tiebreak), future))
+        return future
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        """Forget a waiter's future (it timed out or was cancelled)."""
+        waiters = [w for w in self._waiters if w[2] is not future]
+        if len(waiters) != len(self._waiters):
+            heapq.heapify(waiters)
+            self._waiters = waiters
 
     def notify(self) -> None:
-        """Wake whoever waits on :meth:`changed`."""
-        if self._watched:
-            event, self._changed = self._changed, asyncio.Event()
-            self._watched = False
-            event.set()
+        """Wake the waiters whose revision is settled now."""
+        waiters = self._waiters
+        if not waiters:
+            return
+        settled = self.settled_revision(self._received())
+        while waiters and waiters[0][0] <= settled:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)

@@ -43,7 +43,9 @@ class WorkQueue:
         self._timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
         self._held: set[str] = set()  # keys in backoff: add() waits for their timer
         self._nonempty = asyncio.Event()
-        self._progress = asyncio.Event()
+        # Waiters of wait_for with their conditions: checked as keys are taken,
+        # woken only once true (not once per key taken, to check for themselves).
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._urgent = 0  # dirty keys of priority live or retry (what backpressure counts)
         self._shutdown = False
 
@@ -144,7 +146,8 @@ class WorkQueue:
                 if prio <= PRIO_RETRY:
                     self._urgent -= 1
                 self._processing.add(key)
-                self._progress.set()
+                if self._conditions:
+                    self._check_conditions()
                 return key, prio
         self._nonempty.clear()
         if not self._dirty:
@@ -196,9 +199,19 @@ class WorkQueue:
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, checking it each time a worker
         takes a key (or at shutdown)."""
-        while not condition() and not self._shutdown:
-            self._progress.clear()
-            await self._progress.wait()
+        if condition() or self._shutdown:
+            return
+        entry = (condition, asyncio.get_running_loop().create_future())
+        self._conditions.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self._conditions.remove(entry)
+
+    def _check_conditions(self) -> None:
+        for condition, future in self._conditions:
+            if not future.done() and (self._shutdown or condition()):
+                future.set_result(None)
 
     def shutdown(self) -> None:
         """Stop handing out keys and cancel every delayed add."""
@@ -208,5 +221,5 @@ class WorkQueue:
         self._timers.clear()
         self._held.clear()
         self._nonempty.set()
-        self._progress.set()
+        self._check_conditions()
 

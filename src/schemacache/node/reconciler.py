@@ -47,6 +47,10 @@ __all__ = ["ALERT_EXHAUSTED", "UNKNOWN_REVISION", "Desired", "Listed", "Reconcil
            "RepairRequester", "WorkBatch", "list_registry"]
 
 
+CAPACITY_RESUME_DIVISOR = 4
+"""A watch held back at ``limit`` urgent keys resumes at ``limit - limit // 4``."""
+
+
 class Reconciler:
     """The loop that composes a node's parts: events and listings change desired
     state, workers reconcile each key with the handler, outcomes go to the
@@ -75,7 +79,7 @@ class Reconciler:
                  repair_backoff_base: float, repair_backoff_cap: float):
         self.caller = caller
         self.queue = WorkQueue()
-        self.progress = Progress()
+        self.progress = Progress(received=lambda: self.state.received_revision)
         self.deps = Dependencies(metrics.blocked_keys)
         self.failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
         meters = ReconcileMeters(metrics)
@@ -129,6 +133,7 @@ class Reconciler:
     def load(self, loaded: LoadedState) -> None:
         """Adopt the state found on disk."""
         self._startup.load(loaded)
+        self.progress.notify()  # a waiter may already be satisfied by the loaded state
 
     def replay_plan(self) -> tuple[Keyed, Keyed]:
         """What a restarted handler must be handed to rebuild its state: the
@@ -183,7 +188,9 @@ class Reconciler:
         as :attr:`urgent` and the state store takes writes (backpressure: slow
         handlers or a slow disk slow the watch instead of growing a buffer)."""
         if self.queue.urgent + self.state.awaiting_urgent >= limit:
-            await self.wait_urgent_below(limit)
+            # Resume at a low-water mark: resuming at ``limit - 1`` switched to
+            # the watch and back once per key a worker took.
+            await self.wait_urgent_below(limit - limit // CAPACITY_RESUME_DIVISOR)
         if self.state.writes_backlogged:
             await self.state.wait_writable()
 
@@ -214,10 +221,10 @@ class Reconciler:
     applied_revision = settled_revision
     """Former name of :attr:`settled_revision`."""
 
-    def progress_event(self) -> asyncio.Event:
-        """An event set at the next change of desired or applied state (take it
-        before checking the condition you wait for)."""
-        return self.progress.changed()
+    def reached(self, revision: int) -> asyncio.Future[None] | None:
+        """``None`` once :attr:`settled_revision` ≥ ``revision``, else a future done
+        when it is; one given up on goes to :meth:`Progress.discard`."""
+        return self.progress.reached(revision)
 
     # ------------------------------------------------------------------ introspection
 

@@ -8,7 +8,6 @@ answers through it once started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,15 +117,15 @@ async def wait_for_revision(reconciler: Reconciler, revision: int,
     :param timeout: seconds to wait (``None``: forever).
     :returns: True once reached, False when ``timeout`` ran out first.
     """
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        changed = reconciler.progress_event()
-        if reconciler.settled_revision >= revision:
-            return True
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            return False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining):
-                await changed.wait()
+    reached = reconciler.reached(revision)
+    if reached is None:
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await reached
+    except TimeoutError:
+        return False
+    finally:
+        if not reached.done() or reached.cancelled():
+            reconciler.progress.discard(reached)
+    return True
