@@ -9,9 +9,11 @@ repeated passes over the growing heap cost several times the decoding itself
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _lock = threading.Lock()
 _pausers = 0
@@ -40,6 +42,31 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None  # not glibc (musl, macOS): nothing to give back this way
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def give_back_free_memory() -> None:
+    """Return the C heap's free pages to the operating system (glibc's
+    ``malloc_trim``; nothing elsewhere).
+
+    A sync decodes the schema on reader threads; glibc keeps the memory those
+    threads freed in their arenas, where it counted as the node's resident
+    memory for good (about 75 bytes per cached resource at 10,000 measures).
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def freeze_long_lived() -> None:
     """Move every object alive now out of the collector's sight (``gc.freeze``).
 
@@ -50,6 +77,7 @@ def freeze_long_lived() -> None:
     replaced, they are only no longer scanned for cycles (they have none).
     """
     gc.freeze()
+    give_back_free_memory()
 
 
 BURST_MAX_SECONDS = 10.0
@@ -95,4 +123,4 @@ class BurstPause:
         pause.close()
         if settle and gc.isenabled():
             gc.collect()
-            gc.freeze()
+            freeze_long_lived()
