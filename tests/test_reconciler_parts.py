@@ -4,7 +4,7 @@ reconcile step with a real handler, the listing refresh and the start-up."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from schemacache import PermanentError, Resource
 from schemacache.kinds import apply_order, delete_order
 from schemacache.model import Event, EventType, Metadata
 from schemacache.node.deps import Dependencies
-from schemacache.node.failures import ALERT_EXHAUSTED, FailureLog
+from schemacache.node.failures import ALERT_EXHAUSTED, FailureLog, FailureRecord
 from schemacache.node.gate import DependencyGate
 from schemacache.node.handler import HandlerCaller
 from schemacache.node.intake import Intake
@@ -29,7 +29,7 @@ from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
 from schemacache.node.retry import RetryLimiter, RetryPolicy
 from schemacache.node.schedule import Scheduler
 from schemacache.node.startup import Startup
-from schemacache.node.state import StateStore
+from schemacache.node.state import LoadedState, StateStore
 from schemacache.node.step import ReconcileStep
 from schemacache.observe.alerts import Alerter
 from schemacache.observe.metrics import NodeMetrics
@@ -480,38 +480,59 @@ async def test_listing_after_reset_and_rewind(parts: Parts) -> None:
 # ---------------------------------------------------------------- start-up
 
 
+def _startup(store: StateStore) -> tuple[Startup, NodeState, Dependencies, WorkQueue, Alerter]:
+    """A Startup over ``store``, built from its own small parts."""
+    metrics = NodeMetrics()
+    alerter = Alerter("n1")
+    queue = WorkQueue()
+    state = NodeState(store, on_durable=queue.add, write_ahead=False)
+    deps = Dependencies(metrics.blocked_keys)
+    failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
+    limiter = RetryLimiter(RetryPolicy())
+    repair_limiter = RetryLimiter(RetryPolicy(jitter="none"), exhaustible=False)
+    gate = DependencyGate(state, deps, queue, failures)
+    scheduler = Scheduler(state=state, progress=Progress(), deps=deps, failures=failures,
+                          queue=queue, limiter=limiter, repair_limiter=repair_limiter)
+    startup = Startup(state=state, deps=deps, gate=gate, failures=failures,
+                      meters=ReconcileMeters(metrics), queue=queue,
+                      repair_limiter=repair_limiter, scheduler=scheduler)
+    return startup, state, deps, queue, alerter
+
+
+def _put(state: NodeState, res: Resource, rev: int, *, applied: bool) -> None:
+    """``res`` desired at ``rev`` in ``state`` (and applied, if ``applied``)."""
+    d = Desired.of(rev, False, res.with_revisions(rev, rev))
+    state.set_desired(res.key, d)
+    if applied:
+        state.set_applied(res.key, rev, d.stored)
+
+
+async def _reopened(path: Path, write: Callable[[NodeState, StateStore], None]
+                    ) -> tuple[StateStore, LoadedState]:
+    """A state store at ``path`` that a first process wrote with ``write``, then
+    closed; opened again, with what it loaded."""
+    store = StateStore(path)
+    await store.open()
+    write(NodeState(store, on_durable=lambda k, p: None, write_ahead=False), store)
+    await store.close()
+    store = StateStore(path)
+    return store, await store.open()
+
+
 async def test_startup_loads_plans_the_replay_and_queues_the_backlog(tmp_path: Path) -> None:
     g, m, old = group("g"), measure("g", "m"), group("old")
-    store = StateStore(tmp_path / "first")
-    await store.open()
-    first = NodeState(store, on_durable=lambda k, p: None, write_ahead=False)
-    for res, rev in ((g, 2), (m, 3), (old, 4)):
-        d = Desired.of(rev, False, res.with_revisions(rev, rev))
-        first.set_desired(res.key, d)
-        first.set_applied(res.key, rev, d.stored)
-    m5 = Desired.of(5, False, m.with_revisions(3, 5))
-    first.set_desired(m.key, m5)  # handed, maybe, then the process died
-    first.set_desired(old.key, Desired(6, True, first.desired[old.key].stored))
-    first.receive(6)
-    await store.close()
-    store = StateStore(tmp_path / "first")
-    loaded = await store.open()
+
+    def write(first: NodeState, _: StateStore) -> None:
+        for res, rev in ((g, 2), (m, 3), (old, 4)):
+            _put(first, res, rev, applied=True)
+        m5 = Desired.of(5, False, m.with_revisions(3, 5))
+        first.set_desired(m.key, m5)  # handed, maybe, then the process died
+        first.set_desired(old.key, Desired(6, True, first.desired[old.key].stored))
+        first.receive(6)
+
+    store, loaded = await _reopened(tmp_path / "first", write)
     try:
-        metrics = NodeMetrics()
-        alerter = Alerter("n1")
-        queue = WorkQueue()
-        state = NodeState(store, on_durable=queue.add, write_ahead=False)
-        deps = Dependencies(metrics.blocked_keys)
-        failures = FailureLog(store=store, metrics=metrics, alerter=alerter)
-        limiter = RetryLimiter(RetryPolicy())
-        repair_limiter = RetryLimiter(RetryPolicy(jitter="none"), exhaustible=False)
-        gate = DependencyGate(state, deps, queue, failures)
-        progress = Progress()
-        scheduler = Scheduler(state=state, progress=progress, deps=deps, failures=failures,
-                              queue=queue, limiter=limiter, repair_limiter=repair_limiter)
-        startup = Startup(state=state, deps=deps, gate=gate, failures=failures,
-                          meters=ReconcileMeters(metrics), queue=queue,
-                          repair_limiter=repair_limiter, scheduler=scheduler)
+        startup, state, deps, queue, alerter = _startup(store)
         startup.load(loaded)
         assert state.received_revision == 6 and deps.dependents(g.key) == {m.key}
         applies, deletes = startup.replay_plan()
@@ -551,3 +572,62 @@ async def test_the_replay_plan_hands_prerequisites_first_and_dependents_first(
     assert [k for k, _ in applies] == [r.key for r in apply_order(live)]
     assert [k for k, _ in deletes] == [r.key for r in delete_order(gone)]
     assert all(k == r.key for k, r in applies + deletes)
+
+
+async def test_startup_replay_holds_back_parked_versions(tmp_path: Path) -> None:
+    """A version the gate parked was never handed over: the replay hands such a
+    key its applied version (the newest it was handed) or nothing, and hands
+    the rest prerequisites first."""
+    ok, m_ok = group("ok"), measure("ok", "m")  # group settled: m may have been handed
+    new, m_new = group("new"), measure("new", "m")  # group handed earlier in the replay
+    m_renew = measure("new", "again")  # the same, with an older version applied
+    bad, m_bad = group("bad"), measure("bad", "m")  # group failed and recorded
+    m_stale = measure("bad", "stale")  # the same, with an older version applied
+    fixed, m_fixed = group("fixed"), measure("fixed", "m")  # failed, then a newer group
+    m_lost = measure("lost", "m")  # its group is missing
+    gone, m_gone = group("gone"), measure("gone", "m")  # m applied: gone's delete parked
+    old, m_old = group("old"), measure("old", "m")  # both deleted, dependent first
+
+    def write(first: NodeState, store: StateStore) -> None:
+        _put(first, ok, 2, applied=True)
+        _put(first, m_ok, 3, applied=False)
+        _put(first, new, 4, applied=False)
+        _put(first, m_new, 5, applied=False)
+        _put(first, bad, 6, applied=False)
+        store.put_failure(FailureRecord(bad.key, 6, 1, 1.0, 1.0, "refused"))
+        _put(first, m_bad, 7, applied=False)
+        _put(first, m_lost, 8, applied=False)
+        _put(first, fixed, 17, applied=False)
+        store.put_failure(FailureRecord(fixed.key, 16, 1, 1.0, 1.0, "refused"))
+        _put(first, m_fixed, 18, applied=False)
+        for res, rev in ((gone, 9), (m_gone, 10), (old, 11), (m_old, 12), (m_stale, 19),
+                         (m_renew, 21)):
+            _put(first, res, rev, applied=True)
+        for res, rev in ((m_stale, 20), (m_renew, 22)):
+            _put(first, res, rev, applied=False)
+        for res, rev in ((gone, 13), (m_old, 14), (old, 15)):
+            first.set_desired(res.key, Desired(rev, True, first.desired[res.key].stored))
+        first.receive(22)
+
+    store, loaded = await _reopened(tmp_path / "state", write)
+    try:
+        startup, state, _, queue, alerter = _startup(store)
+        startup.load(loaded)
+        applies, deletes = startup.replay_plan()
+        plan = {k: r.mod_revision for k, r in applies}
+        assert plan == {ok.key: 2, m_ok.key: 3, new.key: 4, m_new.key: 5, m_renew.key: 22,
+                        bad.key: 6, m_stale.key: 19, m_gone.key: 10, fixed.key: 17,
+                        m_fixed.key: 18}
+        keys = list(plan)
+        assert keys.index(new.key) < keys.index(m_new.key)
+        assert [k for k, _ in deletes] == [m_old.key, old.key]  # not gone's
+        startup.replayed(applies, deletes, {bad.key: PermanentError("still refused")})
+        # The keys held back wait for the workers, which park them again.
+        assert sorted(startup.backlog()) == sorted([m_bad.key, m_stale.key, m_lost.key, gone.key])
+        assert m_bad.key not in state.applied and m_lost.key not in state.applied
+        assert state.applied[m_new.key][0] == 5 and state.applied[m_renew.key][0] == 22
+        assert state.applied[gone.key][0] == 9 and state.applied[m_stale.key][0] == 19
+        queue.shutdown()
+        await alerter.close()
+    finally:
+        await store.close()

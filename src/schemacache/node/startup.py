@@ -58,6 +58,10 @@ class Startup:
         self.queue = queue
         self.repair_limiter = repair_limiter
         self.scheduler = scheduler
+        # Of the last replay plan: unsettled keys handed their desired version,
+        # and those handed their applied one because their desired one waits.
+        self._desired_handed: set[str] = set()
+        self._held: set[str] = set()
 
     def load(self, loaded: LoadedState) -> None:
         """Adopt the state found on disk."""
@@ -105,9 +109,22 @@ class Startup:
         it is never older than anything handed before the crash -- as an
         apply, or as a delete for a tombstone.  A stale applied version is
         never handed over again.
+
+        A version that was parked was never handed over (every commit takes
+        all that is pending, so a prerequisite's later change is never durable
+        without the dependent's earlier applied row), so it is held back: an
+        unsettled key whose prerequisites are not all applied on disk or
+        handed over earlier in this replay (a prerequisite that is missing,
+        deleted, recorded as failed or itself held back) gets its applied
+        version, the newest it was handed, or nothing; a delete whose key is
+        still referenced by an applied key this replay does not delete is left
+        out.  Such a key stays unsettled and a worker parks it again.
         """
         applies: Keyed = []
+        unsettled: Keyed = []
         deletes: Keyed = []
+        self._held.clear()
+        self._desired_handed.clear()
         applied = self.applied
         for key, d in self.desired.items():
             a = applied.get(key)
@@ -117,23 +134,73 @@ class Startup:
             elif a is not None and a[0] == d.revision:
                 applies.append((key, d.resource_of(a[1])))
             else:
-                applies.append((key, d.resource))
+                unsettled.append((key, d.resource))
+        applies += self._handed_applies(unsettled)
         # Ranked by the keys at hand: a model's key is built anew on each read.
         applies.sort(key=_apply_rank)
+        return applies, self._handed_deletes(deletes)
+
+    def _handed_applies(self, unsettled: Keyed) -> Keyed:
+        """What to hand over for the ``unsettled`` keys: the desired version of
+        those whose prerequisites were ready (see :meth:`DependencyGate.blockers`),
+        the applied version (if any) of the others."""
+        unsettled.sort(key=_apply_rank)
+        handed: Keyed = []
+        for key, res in unsettled:
+            if all(self._replayed_ready(ref, self._desired_handed)
+                   for ref in prerequisite_keys(res)):
+                handed.append((key, res))
+                self._desired_handed.add(key)
+                continue
+            held = self._applied_model(key)
+            if held is not None:
+                handed.append((key, held))
+                self._held.add(key)
+        return handed
+
+    def _applied_model(self, key: str) -> Resource | None:
+        a = self.applied.get(key)
+        return self.desired[key].resource_of(a[1]) if a is not None else None
+
+    def _replayed_ready(self, key: str, handed: set[str]) -> bool:
+        """Whether prerequisite ``key`` is applied once the replay handed the
+        unsettled keys in ``handed``: settled on disk, or handed over and not
+        recorded as failed at that version (a failure of an older version does
+        not stop a newer one from having been handed)."""
+        d = self.desired.get(key)
+        if d is None or d.deleted:
+            return False
+        a = self.applied.get(key)
+        if a is not None and a[0] == d.revision:
+            return True
+        return key in handed and not self.failures.failed_at(key, d.revision)
+
+    def _handed_deletes(self, deletes: Keyed) -> Keyed:
+        """The ``deletes`` the handler may have been handed, dependents first:
+        those whose applied dependents the replay deletes before them."""
         deletes.sort(key=_delete_rank)
-        return applies, deletes
+        handed: Keyed = []
+        handed_keys: set[str] = set()
+        for key, res in deletes:
+            if self.deps.dependents(key) <= handed_keys:
+                handed.append((key, res))
+                handed_keys.add(key)
+        return handed
 
     def replayed(self, applies: Keyed, deletes: Keyed,
                  errors: dict[str, BaseException]) -> None:
         """Adopt the outcome of the start-up replay (see :meth:`replay_plan`):
         what it handed over without an error is applied (or deleted); a key in
-        ``errors`` is applied again by a worker."""
+        ``errors`` is applied again by a worker, and so is a key handed its
+        applied version because its desired one waits (see :meth:`replay_plan`)."""
         desired = self.desired
         applied = self.applied
+        held = self._held
         for key, res in applies:
             d = desired[key]
             previous = applied.get(key)
-            if key in errors or (previous is not None and previous[0] == d.revision):
+            if key in errors or key in held or (
+                    previous is not None and previous[0] == d.revision):
                 continue
             # Not settled before: ``res`` is the desired version (see replay_plan).
             self.state.set_applied(key, d.revision, d.stored)
