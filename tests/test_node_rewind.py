@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from factories import group, measure
-from node_procs.harness import NodeProc, read_record, wait_until
+from node_procs.harness import Call, NodeProc, read_record, wait_until
 from node_procs.recording import DELAY_ENV, KILL_ENV
 from schemacache import Resource, open_registry
 from schemacache.node.repair import ALERT_REWOUND
@@ -29,6 +29,8 @@ from schemacache.testing import AlertReceiver
 from service_helpers import Proc, run_cli
 
 CONVERGE_TIMEOUT = 60.0
+SLOW_CALL_MS = 300
+"""Milliseconds each handler call takes where a repair must be seen to be slow."""
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -167,6 +169,18 @@ async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> 
         assert state == want, f"{node.name}: handler state {state} != registry {want}"
 
 
+async def _ready_answer(node: NodeProc, record: Path) -> tuple[dict[str, Any], list[Call]] | None:
+    """The node's status and the handler's calls since its last start, if the
+    node claims ready (``/readyz`` answers 200 or ``/v1/status`` is past
+    ``syncing``); the record is read after the answer, so it holds at least every
+    call made before the node claimed ready."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        ready = (await client.get(f"{node.url}/readyz")).status_code == 200
+        status = (await client.get(f"{node.url}/v1/status")).json()
+    if not ready and status["state"] in ("syncing", "disconnected"):
+        return None
+    return status, read_record(record)[-1]
+
 
 async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert(
         tmp_path: Path) -> None:
@@ -182,7 +196,8 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
     await receiver.start()
     trigger = tmp_path / "kill"
     state_dir = tmp_path / "state"
-    node = NodeProc(url, state_dir, "rw-kill", record=tmp_path / "rec.log",
+    record = tmp_path / "rec.log"
+    node = NodeProc(url, state_dir, "rw-kill", record=record,
                     env={KILL_ENV: str(trigger)},
                     extra=["--alert-webhook", receiver.url, "--repair-interval", "0"])
 
@@ -210,20 +225,23 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         assert meta.get("rewound"), meta
         assert "resolved" not in _rewind_alerts(receiver)
         # A slow handler makes the repair the restarted node owes take a while:
-        # the node must not say ready before it is done.
-        node.env = {DELAY_ENV: "300"}
+        # the registry is not below the received revision any more, so that
+        # repair takes every version from the listing again (a call per key).
+        node.env = {DELAY_ENV: str(SLOW_CALL_MS)}
         await node.start()
         await node.wait_url()
-
-        async def ready() -> bool:
-            async with httpx.AsyncClient(timeout=5) as client:
-                return (await client.get(f"{node.url}/readyz")).status_code == 200
-
-        await wait_until(ready, CONVERGE_TIMEOUT, "the restarted node to be ready")
-        # Ready only once the rewind the killed process left open was repaired.
-        first: dict[str, Any] = await node.get("/v1/status")
-        assert first["repair"]["last_reason"] == "rewound", first["repair"]
-        assert first["registry"]["rewinds"] == 1, first["registry"]
+        # Watched from the moment the admin URL is up: the first answer that
+        # claims ready (on /readyz or /v1/status) comes after the repair's calls.
+        first = await wait_until(lambda: _ready_answer(node, record), CONVERGE_TIMEOUT,
+                                 "the restarted node to say ready", interval=0.005)
+        status_at_ready, calls_at_ready = first
+        # The replay re-applied g and kept and deleted lost; the repair then
+        # applied every version again -- all of it before the node said ready.
+        assert [(c.op, c.key) for c in calls_at_ready] == [
+            ("apply", "group/g"), ("apply", "measure/g/kept"), ("delete", "measure/g/lost"),
+            ("apply", "group/g"), ("apply", "measure/g/kept")], calls_at_ready
+        assert status_at_ready["repair"]["last_reason"] == "rewound", status_at_ready["repair"]
+        assert status_at_ready["registry"]["rewinds"] == 1, status_at_ready["registry"]
 
         async def resolved() -> bool:
             return _rewind_alerts(receiver)[-1:] == ["resolved"]
@@ -232,6 +250,7 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         assert await _node_map(node) == await _registry_map(reg)
         status: dict[str, Any] = await node.get("/v1/status")
         assert status["failures"] == [] and status["state"] == "ready"
+        assert read_record(record)[-1] == calls_at_ready  # nothing was left for after ready
         with sqlite3.connect(state_dir / "state.db") as conn:
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         assert not meta.get("rewound"), meta

@@ -89,9 +89,6 @@ class NodeRun:
         self.syncer = Syncer(
             node.registry, rec, self.repairer, node.metrics, reconnect_base=node.reconnect_base,
             reconnect_cap=node.reconnect_cap, max_pending_keys=node.max_pending_keys)
-        if rewound is not None:
-            # Not ready before the rewind the last process did not converge after is.
-            self.syncer.startup_run = self.repairer.resume_rewound(rewound)
         self.monitor = Monitor(node.registry, node.settings, rec, self.syncer,
                                self.repairer, node.metrics, node.alerter, self.store_error)
         self.status = NodeStatus(node.name, reconciler=rec, syncer=self.syncer,
@@ -105,6 +102,11 @@ class NodeRun:
                      "received revision %d", node.name, len(rec.applied), len(rec.desired),
                      len(rec.failures), rec.received_revision)
             backlog = rec.enqueue_backlog()
+        if rewound is not None:
+            # Not ready before the rewind the last process did not converge after
+            # is repaired.  Requested once the replay is adopted: a listing folded
+            # in while the replay runs would be overwritten by its outcome.
+            self.syncer.startup_run = self.repairer.resume_rewound(rewound)
         rec.start_workers()
         self.sync_task = asyncio.create_task(self.syncer.run(fresh), name="watch")
         self.tasks = [
