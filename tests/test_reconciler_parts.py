@@ -631,3 +631,22 @@ async def test_startup_replay_holds_back_parked_versions(tmp_path: Path) -> None
         await alerter.close()
     finally:
         await store.close()
+
+
+def test_prerequisites_read_from_a_key_match_those_of_the_model() -> None:
+    """The restart's dependents index reads a resource's prerequisites from its
+    key where the kind allows it: the same keys the model names, for every kind."""
+    from schemacache.kinds import references
+    from schemacache.manifest import load_resources
+    from schemacache.node.gate import prerequisite_keys, stored_prerequisite_keys
+    from schemacache.stored import StoredResource
+
+    resources = load_resources(Path(__file__).resolve().parent.parent / "examples")
+    kinds = {r.kind for r in resources}
+    assert {"group", "measure", "stream", "index_rule", "index_rule_binding",
+            "topn_aggregation"} <= kinds, kinds
+    for r in resources:
+        expected = [ref.key for ref in references(r)]
+        stored = StoredResource.of(r.with_revisions(3, 3))
+        assert prerequisite_keys(r) == expected, r.key
+        assert stored_prerequisite_keys(r.key, stored) == expected, r.key

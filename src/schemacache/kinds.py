@@ -191,6 +191,13 @@ def references(resource: SchemaObject) -> list[Reference]:
     return info.references(resource)
 
 
+def references_only_its_group(kind: str) -> bool:
+    """Whether a ``kind`` resource depends on nothing but its group, which its
+    key names: its prerequisites are known without reading its spec."""
+    info = KINDS.get(kind)
+    return info is not None and info.references is _group_ref
+
+
 def level(kind: str) -> int:
     """Dependency level of a kind (0 for unknown/generic kinds)."""
     info = KINDS.get(kind)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..kinds import references
-from ..model import Resource
+from ..kinds import references, references_only_its_group
+from ..model import GROUP_KIND, Resource
 from ..stored import StoredResource
 from .deps import Dependencies
 from .failures import FailureLog
@@ -23,7 +23,21 @@ from .queue import WorkQueue
 
 def prerequisite_keys(resource: Resource) -> list[str]:
     """The keys ``resource`` references (see :func:`schemacache.kinds.references`)."""
+    if references_only_its_group(resource.kind):
+        # Most kinds: no Reference objects built, once per handler call.
+        return [f"{GROUP_KIND}/{resource.metadata.group}"]
     return [ref.key for ref in references(resource)]
+
+
+def stored_prerequisite_keys(key: str, stored: StoredResource) -> list[str]:
+    """The keys the version ``stored`` of ``key`` references, read from the key
+    when its kind depends only on its group (``<kind>/<group>/<name>``), else
+    from the version's model (built for that).  A restart indexes every
+    applied resource: most of them need no model built."""
+    kind, _, rest = key.partition("/")
+    if references_only_its_group(kind):
+        return [f"{GROUP_KIND}/{rest.partition('/')[0]}"]
+    return prerequisite_keys(stored.model())
 
 
 class DependencyGate:
@@ -81,5 +95,5 @@ class DependencyGate:
                 new_prerequisites: Iterable[str]) -> None:
         """Move ``key`` in the dependents index from what its ``previous`` applied
         version referenced to ``new_prerequisites``."""
-        old = prerequisite_keys(previous[1].model()) if previous is not None else ()
+        old = stored_prerequisite_keys(key, previous[1]) if previous is not None else ()
         self.deps.index(key, old, new_prerequisites)

@@ -98,7 +98,10 @@ class Progress:
         waiters = self._waiters
         if not waiters:
             return
-        settled = self.settled_revision(self._received())
+        received = self._received()
+        if waiters[0][0] > received:
+            return  # not received yet, so not settled either: a catch-up's common case
+        settled = self.settled_revision(received)
         while waiters and waiters[0][0] <= settled:
             future = heapq.heappop(waiters)[2]
             if not future.done():

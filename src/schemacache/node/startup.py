@@ -10,7 +10,7 @@ from ..kinds import kind_of_key, level_of_key
 from ..model import Resource
 from .deps import Dependencies
 from .failures import FailureLog
-from .gate import DependencyGate, prerequisite_keys
+from .gate import DependencyGate, prerequisite_keys, stored_prerequisite_keys
 from .meters import ReconcileMeters
 from .nodestate import Desired, NodeState, delete_version
 from .queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
@@ -79,15 +79,11 @@ class Startup:
         counts: dict[str, int] = {}
         for key, (rev, stored) in loaded.applied.items():
             self.applied[key] = (rev, stored)
-            model = stored.model()
-            self.deps.index(key, (), prerequisite_keys(model))
+            self.deps.index(key, (), stored_prerequisite_keys(key, stored))
             kind = kind_of_key(key)
             counts[kind] = counts.get(kind, 0) + 1
-            d = desired.get(key)
-            if d is None:  # cannot happen with an intact file; be safe
-                desired[key] = d = Desired(rev, False, stored)
-            if d.stored is stored:
-                d.model = model  # the start-up replay hands it over; dropped once settled
+            if key not in desired:  # cannot happen with an intact file; be safe
+                desired[key] = Desired(rev, False, stored)
         # One gauge update per kind, not per key (labels()/set() cost microseconds).
         for kind, n in counts.items():
             self._meters.cached(kind, n)
