@@ -150,7 +150,8 @@ async def replay_to_handler(rec: Reconciler) -> None:
     """Hand the handler what it may have held before the restart (see
     :meth:`Reconciler.replay_plan`: prerequisites first, dependents first for
     deletes) and adopt the outcome; a key whose call failed is retried."""
-    applies, deletes = rec.replay_plan()
+    with gc_paused():  # builds a model per resource to hand over: no cycles among them
+        applies, deletes = rec.replay_plan()
     if not applies and not deletes:
         return
     started = time.perf_counter()

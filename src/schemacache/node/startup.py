@@ -77,13 +77,20 @@ class Startup:
         for key, (rev, deleted, stored) in loaded.desired.items():
             desired[key] = Desired(rev, deleted, stored)
         counts: dict[str, int] = {}
+        # With a handler, the start-up replay hands it every applied version:
+        # built here, while the collector is paused and before the survivors
+        # are frozen (built later, each collection walks them all again).
+        hand_over = self.state.write_ahead
         for key, (rev, stored) in loaded.applied.items():
             self.applied[key] = (rev, stored)
             self.deps.index(key, (), stored_prerequisite_keys(key, stored))
             kind = kind_of_key(key)
             counts[kind] = counts.get(kind, 0) + 1
-            if key not in desired:  # cannot happen with an intact file; be safe
-                desired[key] = Desired(rev, False, stored)
+            d = desired.get(key)
+            if d is None:  # cannot happen with an intact file; be safe
+                desired[key] = d = Desired(rev, False, stored)
+            if hand_over and d.stored is stored:
+                d.model = stored.model()  # dropped once settled
         # One gauge update per kind, not per key (labels()/set() cost microseconds).
         for kind, n in counts.items():
             self._meters.cached(kind, n)
