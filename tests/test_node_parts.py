@@ -247,6 +247,41 @@ async def test_a_queue_waiter_wakes_once_its_condition_holds_not_at_every_take()
     assert checks == [(5, True), (4, False), (3, False), (2, False), (1, False)]
 
 
+async def test_a_queue_waiter_with_an_urgent_floor_is_not_checked_above_it() -> None:
+    """A condition that cannot hold while ``urgent`` is at or above its floor is
+    not called at those takes; one without a floor makes every take check."""
+    q = WorkQueue()
+    for key in "abcdef":
+        q.add(key, PRIO_LIVE)
+    checks: list[int] = []
+
+    def below_two() -> bool:
+        checks.append(q.urgent)
+        return q.urgent < 2
+
+    waiter = asyncio.ensure_future(q.wait_for(below_two, urgent_below=2))
+    await asyncio.sleep(0)
+    while not waiter.done():
+        assert q.pop_nowait() is not None
+        await asyncio.sleep(0)
+    assert checks == [6, 1] and q.urgent == 1
+    del checks[:]
+    q.add("g", PRIO_LIVE)
+    q.add("h", PRIO_LIVE)  # urgent: 3
+    other = asyncio.ensure_future(q.wait_for(lambda: checks.append(-1) or False))
+    floored = asyncio.ensure_future(
+        q.wait_for(lambda: checks.append(-2) or False, urgent_below=1))
+    await asyncio.sleep(0)
+    assert q.pop_nowait() is not None  # urgent 2: the floorless one makes it check all
+    other.cancel()
+    await asyncio.gather(other, return_exceptions=True)
+    assert q.pop_nowait() is not None  # urgent 1: at the floor, not checked
+    assert q.pop_nowait() is not None  # urgent 0: checked
+    assert checks == [-1, -2, -1, -2, -2]
+    floored.cancel()
+    await asyncio.gather(floored, return_exceptions=True)
+
+
 async def test_a_queue_waiter_is_released_by_shutdown() -> None:
     q = WorkQueue()
     q.add("a", PRIO_LIVE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factories import group
+from factories import group, measure
 from polling import until
 from schemacache.node.nodestate import UNKNOWN_REVISION, Desired, NodeState
 from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR
@@ -92,5 +92,44 @@ async def test_a_key_waits_for_its_desired_commit(tmp_path: Path) -> None:
         state.hold_for_commit(g.key, PRIO_REPAIR)
         await until(lambda: len(released) == 2, "the second commit", within=10.0)
         assert released[1] == (g.key, PRIO_REPAIR) and state.durable(g.key)
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_releases_nothing_until_a_later_one_succeeds(
+        tmp_path: Path) -> None:
+    """Rows are durable by the number of the commit that took them: rows of a
+    commit that failed are not durable (their keys stay held), rows written
+    meanwhile are not either, and the next commit that succeeds releases both,
+    in the order held."""
+    store = StateStore(tmp_path, flush_interval=60.0)  # commits only when asked
+    await store.open()
+    released: list[tuple[str, int]] = []
+    state = NodeState(store, on_durable=lambda key, prio: released.append((key, prio)))
+    conn = store.file.conn
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+    first = [measure("g", f"m{i}", fields=tuple(f"f{j}" for j in range(8))) for i in range(50)]
+    try:
+        for m in first:
+            state.set_desired(m.key, Desired.of(7, False, m))
+            state.hold_for_commit(m.key, PRIO_LIVE)
+        await until(lambda: store.failing is not None, "the commit to fail", within=10.0)
+        assert released == [] and not any(state.durable(m.key) for m in first)
+        late = group("late")
+        state.set_desired(late.key, Desired.of(8, False, late))
+        state.hold_for_commit(late.key, PRIO_REPAIR)
+        assert state.awaiting_urgent == len(first)
+        conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        await until(lambda: len(released) == len(first) + 1, "the retried commit",
+                    within=10.0)
+        assert released == [(m.key, PRIO_LIVE) for m in first] + [(late.key, PRIO_REPAIR)]
+        assert all(state.durable(k) for k, _ in released) and state.awaiting_urgent == 0
+    finally:
+        await store.close()
+    store, loaded = await _reopen(tmp_path)
+    try:
+        assert set(loaded.desired) == {k for k, _ in released}  # type: ignore[attr-defined]
     finally:
         await store.close()

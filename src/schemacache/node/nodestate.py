@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..kinds import level_of_key
 from ..model import Event, Resource
 from ..registry.history import event_mark
 from ..stored import StoredResource
@@ -37,6 +36,8 @@ class Desired:
     :param model: the version as a model, while it is on its way to the handler
         (default ``None``: built from ``stored`` when needed); dropped once the
         version is settled, so a settled key costs only its record.
+    :param batch: the state commit that makes it durable (default 0: read
+        from disk), set by :meth:`NodeState.set_desired`.
     """
 
     revision: int
@@ -44,6 +45,7 @@ class Desired:
     stored: StoredResource
     live: bool = False
     model: Resource | None = None
+    batch: int = 0
 
     @classmethod
     def of(cls, revision: int, deleted: bool, resource: Resource, live: bool = False,
@@ -113,7 +115,7 @@ class NodeState:
     def set_desired(self, key: str, d: Desired) -> None:
         """``d`` is the newest version of ``key``."""
         self.desired[key] = d
-        self.store.put_desired(key, d.revision, d.deleted, d.stored, d.live)
+        d.batch = self.store.put_desired(key, d.revision, d.deleted, d.stored, d.live)
 
     def drop_desired(self, key: str) -> None:
         """Forget ``key`` (deleted everywhere)."""
@@ -231,7 +233,7 @@ class NodeState:
     def durable(self, key: str) -> bool:
         """Whether ``key``'s desired version is committed (or it has none)."""
         d = self.desired.get(key)
-        return d is None or self.store.desired_durable(key, d.revision)
+        return d is None or d.batch <= self.store.durable_batch
 
     def hold_for_commit(self, key: str, prio: int) -> None:
         """Keep ``key`` from the workers until its desired row is committed, then
@@ -247,24 +249,23 @@ class NodeState:
     def awaits_commit(self, key: str) -> bool:
         return key in self._awaiting
 
-    def _committed(self, keys: Iterable[str]) -> None:
+    def _committed(self) -> None:
         awaiting = self._awaiting
         if not awaiting:
             return
-        released: list[tuple[int, int, str]] = []
-        durable = self.store.desired_durable
-        for key in keys:
-            prio = awaiting.get(key)
-            if prio is None:
-                continue
-            d = self.desired.get(key)
-            if d is None or durable(key, d.revision):
-                del awaiting[key]
-                self.awaiting_urgent -= prio <= PRIO_RETRY
-                lvl = level_of_key(key)
-                released.append((prio, -lvl if d is not None and d.deleted else lvl, key))
-        # Most urgent first; prerequisites before what needs them, dependents
-        # before the deletes they block (as a repair queues them).
-        released.sort()
-        for prio, _, key in released:
-            self._on_durable(key, prio)
+        # Released in the order held: the order events arrived in, or the
+        # dependency order a repair queued its keys in.
+        self._awaiting = waiting = {}
+        self.awaiting_urgent = 0
+        desired = self.desired
+        durable = self.store.durable_batch
+        on_durable = self._on_durable
+        for key, prio in awaiting.items():
+            d = desired.get(key)
+            if d is None or d.batch <= durable:
+                on_durable(key, prio)
+            else:  # written again after the commit was taken: the next one
+                waiting[key] = prio
+                self.awaiting_urgent += prio <= PRIO_RETRY
+        if waiting:
+            self.store.request_commit()

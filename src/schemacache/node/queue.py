@@ -45,7 +45,9 @@ class WorkQueue:
         self._nonempty = asyncio.Event()
         # Waiters of wait_for with their conditions: checked as keys are taken,
         # woken only once true (not once per key taken, to check for themselves).
-        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        # None is checked while urgent keys are at or above _check_below.
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None], int | None]] = []
+        self._check_below: int | None = None
         self._urgent = 0  # dirty keys of priority live or retry (what backpressure counts)
         self._shutdown = False
 
@@ -146,7 +148,8 @@ class WorkQueue:
                 if prio <= PRIO_RETRY:
                     self._urgent -= 1
                 self._processing.add(key)
-                if self._conditions:
+                if self._conditions and (self._check_below is None
+                                         or self._urgent < self._check_below):
                     self._check_conditions()
                 return key, prio
         self._nonempty.clear()
@@ -194,22 +197,35 @@ class WorkQueue:
 
     async def wait_urgent_below(self, limit: int) -> None:
         """Return once fewer than ``limit`` keys wait at live or retry priority."""
-        await self.wait_for(lambda: self._urgent < limit)
+        await self.wait_for(lambda: self._urgent < limit, urgent_below=limit)
 
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
+    async def wait_for(self, condition: Callable[[], bool], *,
+                       urgent_below: int | None = None) -> None:
         """Return once ``condition()`` holds, checking it each time a worker
-        takes a key (or at shutdown)."""
+        takes a key (or at shutdown).
+
+        :param urgent_below: ``condition()`` cannot hold while :attr:`urgent` is
+            at or above this (default ``None``: it may at any time); it is not
+            called then, so a backlog's waiters cost nothing per key taken.
+        """
         if condition() or self._shutdown:
             return
-        entry = (condition, asyncio.get_running_loop().create_future())
+        entry = (condition, asyncio.get_running_loop().create_future(), urgent_below)
         self._conditions.append(entry)
+        self._update_check_below()
         try:
             await entry[1]
         finally:
             self._conditions.remove(entry)
+            self._update_check_below()
+
+    def _update_check_below(self) -> None:
+        floors = [below for _, _, below in self._conditions]
+        self._check_below = None if None in floors or not floors else max(
+            b for b in floors if b is not None)
 
     def _check_conditions(self) -> None:
-        for condition, future in self._conditions:
+        for condition, future, _ in self._conditions:
             if not future.done() and (self._shutdown or condition()):
                 future.set_result(None)
 

@@ -181,7 +181,8 @@ class Reconciler:
 
     async def wait_urgent_below(self, limit: int) -> None:
         """Return once fewer than ``limit`` keys count as :attr:`urgent`."""
-        await self.queue.wait_for(lambda: self.urgent < limit)
+        # Held keys count too, so the queue's own urgent count must be below as well.
+        await self.queue.wait_for(lambda: self.urgent < limit, urgent_below=limit)
 
     async def capacity(self, limit: int) -> None:
         """Return once another event can be taken: fewer than ``limit`` keys count

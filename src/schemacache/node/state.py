@@ -6,9 +6,12 @@ the same transaction as the desired state it covers, so a restart never skips
 an event.
 
 The desired table is also the node's write-ahead record: a handler is handed
-no version before its desired row is durable (see :meth:`StateStore.desired_durable`),
-so after a crash the durable desired version is never older than anything the
-handler was handed.  A handler call waiting for its row cuts the timer short
+no version before its desired row is durable, so after a crash the durable
+desired version is never older than anything the handler was handed.  Rows are
+numbered by the commit that takes them (:meth:`StateStore.put_desired` answers
+the number, :attr:`StateStore.durable_batch` is the last one committed), so
+telling whether a row is durable costs one comparison, not a table of keys.
+A handler call waiting for its row cuts the timer short
 (:meth:`StateStore.request_commit`): the flusher then commits at once, the next
 commit starting as soon as the previous one ended and taking everything
 pending (group commit).
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from ..model import Event
 from ..registry.history import event_mark
@@ -71,9 +74,12 @@ class StateStore:
         self._failures: dict[str, FailureRecord | None] = {}
         self._meta: dict[str, str] = {}
         self._received_event: Event | None = None
-        self._durable_desired: dict[str, int] = {}
-        self.on_desired_committed: Callable[[Iterable[str]], None] | None = None
-        """Called (on the event loop) with the keys whose desired rows a commit wrote."""
+        self._batch = 1  # the number of the commit that takes the writes made now
+        self.durable_batch = 0
+        """Every write made while :meth:`put_desired` answered this number or a
+        lower one is committed (0: only what was on disk at open)."""
+        self.on_desired_committed: Callable[[], None] | None = None
+        """Called (on the event loop) after a commit that wrote desired rows."""
         self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
@@ -88,7 +94,6 @@ class StateStore:
         """Open (or create) the state file and load it; a corrupt or foreign
         file is moved aside and an empty state returned."""
         loaded = await asyncio.to_thread(self.file.open)
-        self._durable_desired = {key: row[0] for key, row in loaded.desired.items()}
         self._task = asyncio.create_task(self._flush_loop(), name="state-flusher")
         return loaded
 
@@ -111,16 +116,16 @@ class StateStore:
     # --- buffered writes ----------------------------------------------------
 
     def put_desired(self, key: str, revision: int, deleted: bool, stored: StoredResource,
-                    live: bool = False) -> None:
-        """Record the desired version of ``key``.
+                    live: bool = False) -> int:
+        """Record the desired version of ``key``; the number of the commit that
+        will carry it (durable once :attr:`durable_batch` reaches it).
 
         :param live: it came from the watch (not from a listing; default ``False``).
         """
         self._desired[key] = (revision, deleted, stored, live)
-        # Not durable until this row is committed (a reset or rewind can reuse
-        # the revision number of the row on disk for another version).
-        self._durable_desired.pop(key, None)
-        self._poke()
+        if not self._wake.is_set():
+            self._wake.set()
+        return self._batch
 
     def delete_desired(self, key: str) -> None:
         self._desired[key] = None
@@ -141,10 +146,6 @@ class StateStore:
     def delete_failure(self, key: str) -> None:
         self._failures[key] = None
         self._poke()
-
-    def desired_durable(self, key: str, revision: int) -> bool:
-        """Whether the desired row of ``key`` at ``revision`` is committed."""
-        return self._durable_desired.get(key) == revision
 
     def request_commit(self) -> None:
         """A handler call waits for a commit: commit what is pending now."""
@@ -213,6 +214,9 @@ class StateStore:
         self._received_event = None
         batch = (self._desired, self._applied, self._failures, self._meta)
         self._desired, self._applied, self._failures, self._meta = {}, {}, {}, {}
+        # Writes made from now on go in the next commit (a failed commit's
+        # writes are re-queued into it, so their lower number stays covered).
+        self._batch += 1
         return batch
 
     async def _flush_loop(self) -> None:
@@ -250,14 +254,11 @@ class StateStore:
                 self._wake.set()
 
     def _committed(self, desired: dict[str, DesiredRow]) -> None:
-        durable = self._durable_desired
-        for key, dv in desired.items():
-            if dv is None:
-                durable.pop(key, None)
-            else:
-                durable[key] = dv[0]
+        # The flusher is the only committer: everything taken up to the last
+        # _take() is on disk now.
+        self.durable_batch = self._batch - 1
         if desired and self.on_desired_committed is not None:
-            self.on_desired_committed(desired.keys())
+            self.on_desired_committed()
 
     def _requeue(self, batch: Batch) -> None:
         # Newer writes made during the failed commit win over the re-queued ones.
