@@ -184,6 +184,12 @@ class Reconciler:
         # Held keys count too, so the queue's own urgent count must be below as well.
         await self.queue.wait_for(lambda: self.urgent < limit, urgent_below=limit)
 
+    def full(self, limit: int) -> bool:
+        """Whether :meth:`capacity` would wait (checked first: most events find
+        room, and a call that need not wait should cost no coroutine)."""
+        return (self.queue.urgent + self.state.awaiting_urgent >= limit
+                or self.state.writes_backlogged)
+
     async def capacity(self, limit: int) -> None:
         """Return once another event can be taken: fewer than ``limit`` keys count
         as :attr:`urgent` and the state store takes writes (backpressure: slow

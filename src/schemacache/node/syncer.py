@@ -64,6 +64,10 @@ class EventSink(Protocol):
 
     def on_event(self, event: Event) -> None: ...
 
+    def full(self, limit: int) -> bool:
+        """Whether :meth:`capacity` would wait."""
+        ...
+
     def on_progress(self, revision: int) -> None: ...
 
     async def capacity(self, limit: int) -> None:
@@ -240,7 +244,7 @@ class Syncer:
                 # revision (an etcd transaction: a whole apply or cascade) are
                 # taken without yielding, so neither a state flush nor a status
                 # answer ever sees a revision received in part.
-                if event.revision > rec.received_revision:
+                if event.revision > rec.received_revision and rec.full(limit):
                     await rec.capacity(limit)
                 rec.on_event(event)
                 self._events += 1
