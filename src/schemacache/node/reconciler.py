@@ -31,7 +31,7 @@ from .failures import ALERT_EXHAUSTED, FailureLog
 from .gate import DependencyGate
 from .handler import HandlerCaller
 from .intake import Intake
-from .listing import Listed, ListingRefresh, list_registry
+from .listing import Listed, ListingRefresh
 from .meters import ReconcileMeters
 from .nodestate import UNKNOWN_REVISION, Desired, NodeState
 from .progress import Progress
@@ -44,7 +44,7 @@ from .step import ReconcileStep, RepairRequester
 from .workers import WorkBatch, Workers
 
 __all__ = ["ALERT_EXHAUSTED", "UNKNOWN_REVISION", "Desired", "Listed", "Reconciler",
-           "RepairRequester", "WorkBatch", "list_registry"]
+           "RepairRequester", "WorkBatch"]
 
 
 CAPACITY_RESUME_DIVISOR = 4

@@ -30,7 +30,7 @@ from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from ..registry import Registry
 from .config import NodeSettings
-from .reconciler import list_registry
+from .listing import list_registry
 from .rewind import ALERT_REWOUND as ALERT_REWOUND
 from .rewind import ClusterIdentity, RewindGuard, RewindRecord
 from .tasks import cancel_and_wait
