@@ -45,7 +45,8 @@ class WorkQueue:
         self._nonempty = asyncio.Event()
         # Waiters of wait_for with their conditions: checked as keys are taken,
         # woken only once true (not once per key taken, to check for themselves).
-        # None is checked while urgent keys are at or above _check_below.
+        # While the urgent count is at or above _check_below, no condition can
+        # hold and none is called (None: some condition may hold at any count).
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None], int | None]] = []
         self._check_below: int | None = None
         self._urgent = 0  # dirty keys of priority live or retry (what backpressure counts)
