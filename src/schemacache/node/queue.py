@@ -222,8 +222,9 @@ class WorkQueue:
 
     def _update_check_below(self) -> None:
         floors = [below for _, _, below in self._conditions]
-        self._check_below = None if None in floors or not floors else max(
-            b for b in floors if b is not None)
+        # Any waiter without a floor may be satisfied at any count.
+        self._check_below = (max(b for b in floors if b is not None)
+                             if floors and None not in floors else None)
 
     def _check_conditions(self) -> None:
         for condition, future, _ in self._conditions:

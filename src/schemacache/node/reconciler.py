@@ -187,14 +187,13 @@ class Reconciler:
     def full(self, limit: int) -> bool:
         """Whether :meth:`capacity` would wait (checked first: most events find
         room, and a call that need not wait should cost no coroutine)."""
-        return (self.queue.urgent + self.state.awaiting_urgent >= limit
-                or self.state.writes_backlogged)
+        return self.urgent >= limit or self.state.writes_backlogged
 
     async def capacity(self, limit: int) -> None:
         """Return once another event can be taken: fewer than ``limit`` keys count
         as :attr:`urgent` and the state store takes writes (backpressure: slow
         handlers or a slow disk slow the watch instead of growing a buffer)."""
-        if self.queue.urgent + self.state.awaiting_urgent >= limit:
+        if self.urgent >= limit:
             # Resume at a low-water mark: resuming at ``limit - 1`` switched to
             # the watch and back once per key a worker took.
             await self.wait_urgent_below(limit - limit // CAPACITY_RESUME_DIVISOR)

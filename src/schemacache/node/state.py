@@ -123,8 +123,7 @@ class StateStore:
         :param live: it came from the watch (not from a listing; default ``False``).
         """
         self._desired[key] = (revision, deleted, stored, live)
-        if not self._wake.is_set():
-            self._wake.set()
+        self._poke()
         return self._batch
 
     def delete_desired(self, key: str) -> None:

@@ -21,8 +21,8 @@ from .history import change_mark, event_mark
 WATCH_BATCH = 1000
 """Change rows read per watch step."""
 
-_EVENT_TYPES = {t.value: t for t in EventType}
 # A dict lookup: calling the enum by value costs more than the rest of an event.
+_EVENT_TYPES = {t.value: t for t in EventType}
 
 
 def decode(value: str) -> Resource:
