@@ -17,7 +17,14 @@ import pytest
 
 from conftest import registry_url
 from factories import group, measure
-from node_procs.harness import NodeProc, backwards_calls, read_record, read_state, wait_until
+from node_procs.harness import (
+    NodeProc,
+    applied_durably,
+    backwards_calls,
+    read_record,
+    read_state,
+    wait_until,
+)
 from schemacache import open_registry
 from schemacache.testing import FAULTS_ENV, write_faults
 
@@ -50,10 +57,9 @@ async def test_every_delete_after_a_newer_apply_names_that_version(
         first = await reg.put(measure("g", "k"))
 
         async def applied_first() -> bool:
-            state = read_state(state_dir)
-            return state is not None and state.applied.get(KEY) == first
+            return await applied_durably(node, state_dir, KEY, first)
 
-        await wait_until(applied_first, TIMEOUT, "version A applied in state.db")
+        await wait_until(applied_first, TIMEOUT, "version A applied durably")
         write_faults(faults, fail={KEY: "injected"})
         ended_first = await reg.delete(KEY)
         second = await reg.put(measure("g", "k", fields=("v2",)))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from factories import group, measure
 from polling import until
-from schemacache.node.nodestate import UNKNOWN_REVISION, Desired, NodeState
+from schemacache.node.desired import Desired
+from schemacache.node.nodestate import UNKNOWN_REVISION, NodeState
 from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR
 from schemacache.node.state import StateStore
 from schemacache.stored import StoredResource

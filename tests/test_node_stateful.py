@@ -216,7 +216,10 @@ class _FaultHandler:
         call.failed = False
         held = self.state.get(resource.key)
         # Holding nothing is fine: the replay of that version may have failed.
-        if held is not None and held != resource.mod_revision:
+        # A newer version than the one held is too: its apply was handed and
+        # failed, and naming the older one would hand versions out of order
+        # (the order itself is checked over all calls, see _check_calls).
+        if held is not None and resource.mod_revision < held:
             self.violations.append(f"delete of {resource.key} handed version "
                                    f"{resource.mod_revision}, the handler holds {held}")
         self.state.pop(resource.key, None)

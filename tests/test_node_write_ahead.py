@@ -19,7 +19,7 @@ import pytest
 
 from conftest import registry_url
 from factories import group, measure
-from node_procs.harness import NodeProc, backwards_calls, read_record, read_state, wait_until
+from node_procs.harness import NodeProc, applied_durably, backwards_calls, read_record, wait_until
 from node_procs.recording import KILL_ENV
 from schemacache import Resource, open_registry
 
@@ -80,10 +80,9 @@ async def test_restart_after_a_kill_right_after_a_call_never_goes_back(
                 rev = await reg.put(measure("g", f"k{i}", fields=("v2",)))
 
             async def durable(key: str = key, rev: int = rev) -> bool:
-                state = read_state(state_dir)
-                return state is not None and state.applied.get(key) == rev
+                return await applied_durably(node, state_dir, key, rev)
 
-            await wait_until(durable, CONVERGE_TIMEOUT, f"{key} at {rev} applied in state.db")
+            await wait_until(durable, CONVERGE_TIMEOUT, f"{key} at {rev} applied durably")
             trigger.write_text(f"{'apply' if op == 'update' else 'delete'} {key} {delay}")
             if op == "update":
                 new = await reg.put(measure("g", f"k{i}", fields=("v3",)))

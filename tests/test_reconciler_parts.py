@@ -17,13 +17,14 @@ from schemacache import PermanentError, Resource
 from schemacache.kinds import apply_order, delete_order
 from schemacache.model import Event, EventType, Metadata
 from schemacache.node.deps import Dependencies
+from schemacache.node.desired import Desired
 from schemacache.node.failures import ALERT_EXHAUSTED, FailureLog, FailureRecord
 from schemacache.node.gate import DependencyGate
 from schemacache.node.handler import HandlerCaller
 from schemacache.node.intake import Intake
 from schemacache.node.listing import ListingRefresh
 from schemacache.node.meters import ReconcileMeters
-from schemacache.node.nodestate import UNKNOWN_REVISION, Desired, NodeState
+from schemacache.node.nodestate import UNKNOWN_REVISION, NodeState
 from schemacache.node.progress import Progress
 from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
 from schemacache.node.retry import RetryLimiter, RetryPolicy

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from schemacache import Resource
+
 from .recording import RECORD_ENV
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -240,6 +242,20 @@ def read_state(state_dir: Path) -> DurableState | None:
         return state
     finally:
         conn.close()
+
+
+async def applied_durably(node: NodeProc, state_dir: Path, key: str, revision: int) -> bool:
+    """Whether ``node`` applied ``key`` at ``revision`` and ``state.db`` holds
+    what makes a restart hand that version again: its applied row, or its
+    desired row at that revision (an applied version equal to its durable
+    desired row writes no applied row of its own)."""
+    state = read_state(state_dir)
+    if state is None or (state.applied.get(key) != revision
+                         and state.desired.get(key) != (revision, False)):
+        return False
+    cache = await node.get("/v1/cache")
+    return any(Resource.from_stored(r).key == key and r["metadata"]["mod_revision"] == revision
+               for r in cache["resources"])
 
 
 # ---------------------------------------------------------------- record files

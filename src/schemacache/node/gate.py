@@ -16,8 +16,9 @@ from ..kinds import references, references_only_its_group
 from ..model import GROUP_KIND, Resource
 from ..stored import StoredResource
 from .deps import Dependencies
+from .desired import Desired
 from .failures import FailureLog
-from .nodestate import Desired, NodeState
+from .nodestate import NodeState
 from .queue import WorkQueue
 
 

@@ -9,9 +9,10 @@ with nothing built per event but the desired version.
 from __future__ import annotations
 
 from ..model import NODE_KIND, Event, EventType
+from .desired import Desired
 from .gate import DependencyGate
 from .meters import ReconcileMeters
-from .nodestate import Desired, NodeState
+from .nodestate import NodeState
 from .progress import Progress
 from .queue import PRIO_LIVE
 from .schedule import Scheduler

@@ -14,7 +14,8 @@ from ..kinds import kind_of_key
 from ..model import NODE_KIND, Resource
 from ..registry.base import Registry
 from ..stored import StoredResource
-from .nodestate import Desired, NodeState
+from .desired import Desired
+from .nodestate import NodeState
 from .progress import Progress
 from .queue import PRIO_REPAIR
 from .schedule import Scheduler

@@ -6,76 +6,27 @@ memory, buffers the durable write in the :class:`StateStore` and invalidates
 the cache digest.  It also owns the write-ahead rule: a handler never sees a
 version before that version's desired row is committed, so a restarted node
 never hands a handler an older version than one it was handed before.
+
+The applied table holds only what the desired rows do not already say
+(:mod:`.appliedrows`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from ..model import Event, Resource
+from ..model import Event
 from ..registry.history import event_mark
 from ..stored import StoredResource
+from .appliedrows import AppliedRows
 from .cache import NodeCache
+from .desired import Desired
 from .queue import PRIO_RETRY
 from .state import MAX_PENDING_WRITES, StateStore
 
 UNKNOWN_REVISION = -1
 """Applied revision of a resource whose version must be applied again (after a
 registry reset, or when re-applying it at start-up failed)."""
-
-
-@dataclass(slots=True)
-class Desired:
-    """The newest version of a key the node knows of.
-
-    :param revision: the version's revision (the delete revision for a tombstone).
-    :param deleted: a tombstone: the key is deleted at ``revision``.
-    :param stored: the version (for a tombstone, the last version known).
-    :param live: received from the watch (its propagation delay is measured).
-    :param model: the version as a model, while it is on its way to the handler
-        (default ``None``: built from ``stored`` when needed); dropped once the
-        version is settled, so a settled key costs only its record.
-    :param batch: the state commit that makes it durable (default 0: read
-        from disk), set by :meth:`NodeState.set_desired`.
-    """
-
-    revision: int
-    deleted: bool
-    stored: StoredResource
-    live: bool = False
-    model: Resource | None = None
-    batch: int = 0
-
-    @classmethod
-    def of(cls, revision: int, deleted: bool, resource: Resource, live: bool = False,
-           text: str | None = None) -> Desired:
-        """The desired version ``resource`` (``text``: its stored JSON, if at hand)."""
-        return cls(revision, deleted, StoredResource.of(resource, text), live, resource)
-
-    @property
-    def resource(self) -> Resource:
-        """The version as a model (built from ``stored`` if not at hand, and kept
-        until :meth:`NodeState.release_model`)."""
-        if self.model is None:
-            self.model = self.stored.model()
-        return self.model
-
-    def resource_of(self, stored: StoredResource) -> Resource:
-        """``stored`` as a model: :attr:`resource` when it is this version."""
-        return self.resource if stored is self.stored else stored.model()
-
-
-def delete_version(tombstone: StoredResource, applied: StoredResource) -> StoredResource:
-    """The version a delete names: the newest the handler may hold.
-
-    The tombstone carries the registry's last version, possibly newer than the
-    applied one (handed, then lost to a crash before it settled); a start-up
-    replay hands that one, so every retry must too -- never an older one.  A
-    tombstone whose last version was compacted away (revision 0) names the
-    applied version.
-    """
-    return tombstone if tombstone.mod_revision >= applied.mod_revision else applied
 
 
 class NodeState:
@@ -88,10 +39,14 @@ class NodeState:
     :param write_ahead: a handler is called, so a key goes to a worker only
         once its desired row is durable (default ``True``; ``False`` when no
         handler runs: nothing can go back in time).
+    :param dependents: the applied keys that reference a key (default: none),
+        whose unwritten applied rows are written when that key's desired
+        version changes.
     """
 
     def __init__(self, store: StateStore, *, on_durable: Callable[[str, int], None],
-                 write_ahead: bool = True):
+                 write_ahead: bool = True,
+                 dependents: Callable[[str], Iterable[str]] = lambda key: ()):
         self.store = store
         self.desired: dict[str, Desired] = {}
         self.applied: dict[str, tuple[int, StoredResource]] = {}
@@ -103,6 +58,8 @@ class NodeState:
         # The change received at the received revision, or its mark ("": unknown).
         self.write_ahead = write_ahead
         self._on_durable = on_durable
+        self.rows = AppliedRows(store, self.desired, self.applied, dependents)
+        """Which applied versions are written to the ``applied`` table."""
         # Keys whose handler call waits for their desired row to be committed,
         # with the priority they go back to the queue at then.
         self._awaiting: dict[str, int] = {}
@@ -114,32 +71,57 @@ class NodeState:
 
     def set_desired(self, key: str, d: Desired) -> None:
         """``d`` is the newest version of ``key``."""
+        previous = self.desired.get(key)
+        if previous is not None and (previous.revision != d.revision
+                                     or previous.deleted != d.deleted):
+            self.rows.write_unwritten(key)
         self.desired[key] = d
         d.batch = self.store.put_desired(key, d.revision, d.deleted, d.stored, d.live)
 
     def drop_desired(self, key: str) -> None:
         """Forget ``key`` (deleted everywhere)."""
+        self.rows.write_unwritten(key)
         del self.desired[key]
         self.store.delete_desired(key)
 
     # --- applied ---------------------------------------------------------------
 
-    def set_applied(self, key: str, revision: int,
-                    stored: StoredResource) -> tuple[int, StoredResource] | None:
-        """The handler holds ``stored`` at ``revision``; the previous entry."""
+    def set_applied(self, key: str, revision: int, stored: StoredResource,
+                    prerequisites: Iterable[str] = ()) -> tuple[int, StoredResource] | None:
+        """The handler holds ``stored`` at ``revision``, which references
+        ``prerequisites`` (default: none); the previous entry."""
         previous = self.applied.get(key)
         self.applied[key] = (revision, stored)
-        self.store.put_applied(key, revision, stored)
         self.cache.invalidate()
         d = self.desired.get(key)
         if d is not None and d.stored is stored:
             d.model = None
+        self.rows.record_applied(key, revision, stored, d if self.write_ahead else None,
+                                 prerequisites)
+        return previous
+
+    def adopt_replayed(self, keys: Iterable[str]) -> dict[str, tuple[int, StoredResource]]:
+        """The start-up replay handed each of ``keys`` its durable desired
+        version (see :meth:`AppliedRows.adopt_replayed`): all applied; the
+        previous entries of those that had one."""
+        desired = self.desired
+        applied = self.applied
+        previous: dict[str, tuple[int, StoredResource]] = {}
+        for key in keys:
+            d = desired[key]
+            old = applied.get(key)
+            if old is not None:
+                previous[key] = old
+            applied[key] = (d.revision, d.stored)
+            d.model = None
+        self.rows.adopt_replayed(keys)
+        self.cache.invalidate()
         return previous
 
     def drop_applied(self, key: str) -> tuple[int, StoredResource] | None:
         """The handler deleted ``key``; the previous entry."""
         previous = self.applied.pop(key, None)
-        self.store.delete_applied(key)
+        self.rows.record_deleted(key)
         self.cache.invalidate()
         d = self.desired.get(key)
         if d is not None and d.deleted:
@@ -156,6 +138,9 @@ class NodeState:
         """Force the applied version of ``keys`` to be applied again (``durable``:
         also on disk, default ``False``)."""
         for key in keys:
+            # What the disk says is applied must stay true whether or not
+            # the mark is written.
+            self.rows.write_unwritten(key)
             entry = self.applied.get(key)
             if entry is not None:
                 self.applied[key] = (UNKNOWN_REVISION, entry[1])

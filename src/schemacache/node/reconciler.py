@@ -27,13 +27,14 @@ from ..model import Event
 from ..observe.alerts import Alerter
 from ..observe.metrics import NodeMetrics
 from .deps import Dependencies
+from .desired import Desired
 from .failures import ALERT_EXHAUSTED, FailureLog
 from .gate import DependencyGate
 from .handler import HandlerCaller
 from .intake import Intake
 from .listing import Listed, ListingRefresh
 from .meters import ReconcileMeters
-from .nodestate import UNKNOWN_REVISION, Desired, NodeState
+from .nodestate import UNKNOWN_REVISION, NodeState
 from .progress import Progress
 from .queue import WorkQueue
 from .retry import RetryLimiter, RetryPolicy
@@ -92,7 +93,8 @@ class Reconciler:
             RetryPolicy(base=repair_backoff_base, cap=repair_backoff_cap, jitter="none"),
             exhaustible=False)
         """Repair attempts per failed key."""
-        self.state = NodeState(store, on_durable=self.queue.add, write_ahead=caller.active)
+        self.state = NodeState(store, on_durable=self.queue.add, write_ahead=caller.active,
+                               dependents=self.deps.dependents)
         """The one owner of node state (desired and applied read through the aliases below)."""
         self.desired = self.state.desired
         self.applied = self.state.applied

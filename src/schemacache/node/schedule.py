@@ -14,8 +14,9 @@ from collections.abc import Iterable
 
 from ..kinds import level_of_key
 from .deps import Dependencies
+from .desired import Desired
 from .failures import FailureLog
-from .nodestate import Desired, NodeState
+from .nodestate import NodeState
 from .progress import Progress
 from .queue import WorkQueue
 from .retry import RetryLimiter

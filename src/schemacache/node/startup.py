@@ -9,10 +9,11 @@ from .._gc import gc_paused
 from ..kinds import kind_of_key, level_of_key
 from ..model import Resource
 from .deps import Dependencies
+from .desired import Desired, delete_version
 from .failures import FailureLog
 from .gate import DependencyGate, prerequisite_keys, stored_prerequisite_keys
 from .meters import ReconcileMeters
-from .nodestate import Desired, NodeState, delete_version
+from .nodestate import NodeState
 from .queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
 from .retry import RetryLimiter
 from .schedule import Scheduler
@@ -22,9 +23,10 @@ Keyed = list[tuple[str, Resource]]
 """Resources, each with its key, in the order the start-up replay hands them over."""
 
 
-def _apply_rank(item: tuple[str, Resource]) -> tuple[int, str]:
-    """:func:`~schemacache.kinds.apply_order`'s rank, from the key at hand."""
-    return level_of_key(item[0]), item[0]
+def _apply_rank(key: str) -> tuple[int, str]:
+    """:func:`~schemacache.kinds.apply_order`'s rank, from the key (a model's
+    key is built anew on each read)."""
+    return level_of_key(key), key
 
 
 def _delete_rank(item: tuple[str, Resource]) -> tuple[int, str]:
@@ -59,9 +61,8 @@ class Startup:
         self.repair_limiter = repair_limiter
         self.scheduler = scheduler
         # Of the last replay plan: unsettled keys handed their desired version,
-        # and those handed their applied one because their desired one waits.
-        self._desired_handed: set[str] = set()
-        self._held: set[str] = set()
+        # with the keys it references.
+        self._desired_handed: dict[str, list[str]] = {}
 
     def load(self, loaded: LoadedState) -> None:
         """Adopt the state found on disk."""
@@ -77,20 +78,22 @@ class Startup:
         for key, (rev, deleted, stored) in loaded.desired.items():
             desired[key] = Desired(rev, deleted, stored)
         counts: dict[str, int] = {}
-        # With a handler, the start-up replay hands it every applied version:
-        # built here, while the collector is paused and before the survivors
-        # are frozen (built later, each collection walks them all again).
-        hand_over = self.state.write_ahead
         for key, (rev, stored) in loaded.applied.items():
             self.applied[key] = (rev, stored)
             self.deps.index(key, (), stored_prerequisite_keys(key, stored))
             kind = kind_of_key(key)
             counts[kind] = counts.get(kind, 0) + 1
-            d = desired.get(key)
-            if d is None:  # cannot happen with an intact file; be safe
-                desired[key] = d = Desired(rev, False, stored)
-            if hand_over and d.stored is stored:
-                d.model = stored.model()  # dropped once settled
+            if key not in desired:  # cannot happen with an intact file; be safe
+                desired[key] = Desired(rev, False, stored)
+        if self.state.write_ahead:
+            # The start-up replay hands the handler every desired version
+            # (most applied versions are the desired ones, and the others are
+            # the unwritten applied rows): built here, while the collector is
+            # paused and before the survivors are frozen (built later, each
+            # collection walks them all again).  Dropped once settled.
+            for d in desired.values():
+                if not d.deleted:
+                    d.model = d.stored.model()
         # One gauge update per kind, not per key (labels()/set() cost microseconds).
         for kind, n in counts.items():
             self._meters.cached(kind, n)
@@ -124,48 +127,39 @@ class Startup:
         out.  Such a key stays unsettled and a worker parks it again.
         """
         applies: Keyed = []
-        unsettled: Keyed = []
         deletes: Keyed = []
-        self._held.clear()
-        self._desired_handed.clear()
+        handed = self._desired_handed
+        handed.clear()
         applied = self.applied
-        for key, d in self.desired.items():
+        desired = self.desired
+        ready: dict[str, bool] = {}  # per prerequisite: most keys share their group
+        # In apply order, so a key's prerequisites are decided before it is.
+        for key in sorted((k for k, d in desired.items() if not d.deleted), key=_apply_rank):
+            d = desired[key]
             a = applied.get(key)
-            if d.deleted:
-                if a is not None:
-                    deletes.append((key, d.resource_of(delete_version(d.stored, a[1]))))
-            elif a is not None and a[0] == d.revision:
+            if a is not None and a[0] == d.revision:
                 applies.append((key, d.resource_of(a[1])))
+                continue
+            res = d.resource
+            prerequisites = prerequisite_keys(res)
+            for ref in prerequisites:
+                if ref not in ready:
+                    ready[ref] = self._replayed_ready(ref, handed)
+                if not ready[ref]:
+                    break
             else:
-                unsettled.append((key, d.resource))
-        applies += self._handed_applies(unsettled)
-        # Ranked by the keys at hand: a model's key is built anew on each read.
-        applies.sort(key=_apply_rank)
+                applies.append((key, res))
+                handed[key] = prerequisites
+                continue
+            if a is not None:
+                applies.append((key, d.resource_of(a[1])))
+        for key, d in desired.items():
+            a = applied.get(key) if d.deleted else None
+            if a is not None:
+                deletes.append((key, d.resource_of(delete_version(d.stored, a[1]))))
         return applies, self._handed_deletes(deletes)
 
-    def _handed_applies(self, unsettled: Keyed) -> Keyed:
-        """What to hand over for the ``unsettled`` keys: the desired version of
-        those whose prerequisites were ready (see :meth:`DependencyGate.blockers`),
-        the applied version (if any) of the others."""
-        unsettled.sort(key=_apply_rank)
-        handed: Keyed = []
-        for key, res in unsettled:
-            if all(self._replayed_ready(ref, self._desired_handed)
-                   for ref in prerequisite_keys(res)):
-                handed.append((key, res))
-                self._desired_handed.add(key)
-                continue
-            held = self._applied_model(key)
-            if held is not None:
-                handed.append((key, held))
-                self._held.add(key)
-        return handed
-
-    def _applied_model(self, key: str) -> Resource | None:
-        a = self.applied.get(key)
-        return self.desired[key].resource_of(a[1]) if a is not None else None
-
-    def _replayed_ready(self, key: str, handed: set[str]) -> bool:
+    def _replayed_ready(self, key: str, handed: dict[str, list[str]]) -> bool:
         """Whether prerequisite ``key`` is applied once the replay handed the
         unsettled keys in ``handed``: settled on disk, or handed over and not
         recorded as failed at that version (a failure of an older version does
@@ -193,23 +187,32 @@ class Startup:
     def replayed(self, applies: Keyed, deletes: Keyed,
                  errors: dict[str, BaseException]) -> None:
         """Adopt the outcome of the start-up replay (see :meth:`replay_plan`):
-        what it handed over without an error is applied (or deleted); a key in
-        ``errors`` is applied again by a worker, and so is a key handed its
+        what it handed over is applied (or deleted, without an error); a key
+        in ``errors`` is applied again by a worker, and so is a key handed its
         applied version because its desired one waits (see :meth:`replay_plan`)."""
-        desired = self.desired
-        applied = self.applied
-        held = self._held
-        for key, res in applies:
-            d = desired[key]
-            previous = applied.get(key)
-            if key in errors or key in held or (
-                    previous is not None and previous[0] == d.revision):
+        # Not settled before, handed their desired versions (see replay_plan),
+        # which the handler may hold now even where the call failed (it may
+        # have held them before the restart): applied, and applied again
+        # below where it failed -- unless that version is recorded as failed
+        # (it was never applied, and the failed call changed nothing).
+        handed = self._desired_handed
+        if errors:
+            handed = {key: prerequisites for key, prerequisites in handed.items()
+                      if key not in errors
+                      or not self.failures.failed_at(key, self.desired[key].revision)}
+        replaced = self.state.adopt_replayed(handed)
+        added: dict[str, int] = {}
+        index = self.deps.index
+        for key, prerequisites in handed.items():
+            old = replaced.get(key)
+            if old is not None:
+                self.gate.reindex(key, old, prerequisites)
                 continue
-            # Not settled before: ``res`` is the desired version (see replay_plan).
-            self.state.set_applied(key, d.revision, d.stored)
-            self.gate.reindex(key, previous, prerequisite_keys(res))
-            if previous is None:
-                self._meters.cached(kind_of_key(key), +1)
+            index(key, (), prerequisites)
+            kind = kind_of_key(key)
+            added[kind] = added.get(kind, 0) + 1
+        for kind, n in added.items():
+            self._meters.cached(kind, n)
         for key, _ in deletes:
             if key in errors:
                 continue

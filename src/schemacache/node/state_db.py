@@ -1,7 +1,8 @@
 """The node's state file: one SQLite database (WAL) per node.
 
 Tables: ``desired`` (newest version received per key, or a tombstone),
-``applied`` (version the handler last applied, full resource), ``failures``
+``applied`` (version the handler last applied, full resource, where it is
+not the durable desired version: see :mod:`.nodestate`), ``failures``
 (keys whose retries were exhausted) and ``meta`` (received revision, registry
 cluster id, format marker).
 

@@ -20,11 +20,12 @@ from ..kinds import kind_of_key
 from ..model import Resource
 from ..observe.metrics import NodeMetrics
 from .deps import Dependencies
+from .desired import Desired, delete_version
 from .failures import FailureLog
 from .gate import DependencyGate, prerequisite_keys
 from .handler import HandlerCaller
 from .meters import ReconcileMeters
-from .nodestate import Desired, NodeState, delete_version
+from .nodestate import NodeState
 from .progress import Progress
 from .queue import PRIO_LIVE, PRIO_REPAIR, PRIO_RETRY, WorkQueue
 from .retry import RetryLimiter
@@ -187,7 +188,7 @@ class ReconcileStep:
                     prerequisites: list[str]) -> None:
         previous = self.applied.get(key)
         if op == "apply":
-            self.state.set_applied(key, d.revision, d.stored)
+            self.state.set_applied(key, d.revision, d.stored, prerequisites)
             self._reindex(key, previous, prerequisites)
             if previous is None:
                 self._meters.cached(kind_of_key(key), +1)
