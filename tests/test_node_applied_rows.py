@@ -31,14 +31,18 @@ async def _registry(tmp_path: Path) -> Registry:
     return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
 
 
+async def _group_with_measures(reg: Registry) -> dict[str, int]:
+    """Write group ``g`` and :data:`MEASURES` measures on it; their revisions by key."""
+    await reg.put(group("g"))
+    return {f"measure/g/m{i}": await reg.put(measure("g", f"m{i}")) for i in range(MEASURES)}
+
+
 async def test_settled_keys_write_one_row_and_a_restart_hands_them_again(tmp_path: Path) -> None:
     """Applied versions equal to their durable desired rows leave no applied row;
     a restart hands every one of them to the handler again and caches it."""
     reg = await _registry(tmp_path)
     try:
-        await reg.put(group("g"))
-        revisions = {f"measure/g/m{i}": await reg.put(measure("g", f"m{i}"))
-                     for i in range(MEASURES)}
+        revisions = await _group_with_measures(reg)
         h = RecordingHandler()
         async with new_node(reg, tmp_path, h) as node:
             await node.ready(DEADLINE)
@@ -65,9 +69,7 @@ async def test_a_prerequisite_that_changes_writes_its_dependents_rows(tmp_path: 
     version the handler held and keeps it cached."""
     reg = await _registry(tmp_path)
     try:
-        await reg.put(group("g"))
-        revisions = {f"measure/g/m{i}": await reg.put(measure("g", f"m{i}"))
-                     for i in range(MEASURES)}
+        revisions = await _group_with_measures(reg)
         h = RecordingHandler()
         async with new_node(reg, tmp_path, h) as node:
             await node.ready(DEADLINE)
