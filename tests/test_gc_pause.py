@@ -6,10 +6,14 @@ import gc
 import threading
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from factories import group, measure
+from schemacache import open_registry
 from schemacache._gc import BurstPause, gc_paused
+from schemacache.node import Node
 
 WAIT = 10.0
 
@@ -84,3 +88,19 @@ def test_burst_cut_short_gives_the_collector_back_without_collecting() -> None:
     burst.end(settle=False)
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen_before
+
+
+async def test_a_stopped_node_is_freed_although_its_sync_froze_it(tmp_path: Path) -> None:
+    registry = open_registry("memory://")
+    await registry.apply([group("g1"), *(measure("g1", f"m{i}") for i in range(50))])
+    node = Node(registry, name="n1", state_dir=str(tmp_path / "n1"), handler=None,
+                repair_interval=0)
+    await node.start()
+    await node.ready(WAIT)
+    assert gc.get_freeze_count() > 0, "the sync froze what it built"
+    await node.stop()
+    gone = weakref.ref(node)
+    del node
+    gc.collect()
+    assert gone() is None, "a stopped node must not stay frozen for good"
+    await registry.close()

@@ -80,6 +80,17 @@ def freeze_long_lived() -> None:
     give_back_free_memory()
 
 
+def thaw() -> None:
+    """Give every frozen object back to the collector (``gc.unfreeze``).
+
+    Frozen objects are never collected, and a node's parts reference each
+    other: a stopped node dropped by its owner would keep its whole cache in
+    memory for good.  Process-wide, like the freeze: the caches of nodes still
+    running in this process are scanned again until their next freeze.
+    """
+    gc.unfreeze()
+
+
 BURST_MAX_SECONDS = 10.0
 """Longest time a :class:`BurstPause` keeps the collector off."""
 

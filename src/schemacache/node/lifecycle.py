@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .._gc import freeze_long_lived, gc_paused
+from .._gc import freeze_long_lived, gc_paused, thaw
 from .handler import HandlerCaller
 from .monitor import Monitor
 from .reconciler import Reconciler, WorkBatch
@@ -135,15 +135,18 @@ class NodeRun:
 
     async def stop(self) -> None:
         """Stop syncing, revoke the registration, commit state and close alerts."""
-        await cancel_and_wait(self.tasks)
-        self.tasks.clear()
-        if self.repairer is not None:
-            await self.repairer.stop()
-        if self.rec is not None:
-            await self.rec.stop_workers()
-        await self.registration.revoke(STOP_TIMEOUT)
-        await self.store.close()
-        await self.node.alerter.close()
+        try:
+            await cancel_and_wait(self.tasks)
+            self.tasks.clear()
+            if self.repairer is not None:
+                await self.repairer.stop()
+            if self.rec is not None:
+                await self.rec.stop_workers()
+            await self.registration.revoke(STOP_TIMEOUT)
+            await self.store.close()
+            await self.node.alerter.close()
+        finally:
+            thaw()  # what the sync froze is freed once the node is dropped
 
 
 async def replay_to_handler(rec: Reconciler) -> None:
