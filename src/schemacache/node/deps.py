@@ -58,8 +58,11 @@ class Dependencies:
 
     def waiters(self, key: str) -> list[tuple[str, int]]:
         """Keys parked behind ``key``, with the priority each goes back at."""
+        waiting = self._waiters.get(key)
+        if not waiting:
+            return []  # the common case: once per settled key
         woken = []
-        for waiter in list(self._waiters.get(key, ())):
+        for waiter in list(waiting):
             entry = self._parked.get(waiter)
             woken.append((waiter, entry[1] if entry else PRIO_LIVE))
         return woken

@@ -75,13 +75,31 @@ class HandlerCaller:
 
     async def call(self, op: str, resource: Resource) -> None:
         """Run ``op`` (``apply`` or ``delete``); raises what the handler raised, or
-        :class:`TimeoutError`."""
+        :class:`TimeoutError`.
+
+        Most calls of an ``async`` handler finish without ever waiting (a cache
+        update, a no-op), and a timer per call then costs more than the call:
+        the coroutine's first step runs at once, and only one that suspends is
+        resumed under the timeout (a step that never yields cannot be
+        interrupted by a timer anyway).
+        """
         entry = self._fns.get(op)
         if entry is None:
             return
         fn, is_async = entry
         if is_async:
-            await _call_async(fn, resource, self.timeout)
+            # Stepped here, not in a helper coroutine: one frame less per call.
+            coro = fn(resource)
+            if inspect.iscoroutine(coro):
+                try:
+                    first = coro.send(None)
+                except StopIteration:
+                    return
+                async with asyncio.timeout(self.timeout):
+                    await _resume(coro, first)
+                return
+            async with asyncio.timeout(self.timeout):  # a non-coroutine awaitable
+                await coro
             return
         # asyncio.timeout, unlike wait_for, needs no extra task per call.
         async with asyncio.timeout(self.timeout):
@@ -119,29 +137,6 @@ class HandlerCaller:
 
         await asyncio.to_thread(run_all)
         return errors
-
-
-async def _call_async(fn: Callable[[Resource], Any], resource: Resource,
-                      limit: float) -> None:
-    """Await ``fn(resource)`` for at most ``limit`` seconds, arming the timer only
-    if needed.
-
-    Most handler calls finish without ever waiting (a cache update, a no-op);
-    a timer per call then costs more than the call.  The coroutine's first step
-    runs at once, and only one that suspends is resumed under the timeout
-    (a step that never yields cannot be interrupted by a timer anyway).
-    """
-    coro = fn(resource)
-    if not inspect.iscoroutine(coro):  # a non-coroutine awaitable: no stepping
-        async with asyncio.timeout(limit):
-            await coro
-        return
-    try:
-        first = coro.send(None)
-    except StopIteration:
-        return
-    async with asyncio.timeout(limit):
-        await _resume(coro, first)
 
 
 @types.coroutine

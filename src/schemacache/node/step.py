@@ -96,8 +96,8 @@ class ReconcileStep:
         self._blockers = gate.blockers
         self._reindex = gate.reindex
         self._wake_waiters = gate.wake_waiters
+        # When each running handler call started (``time.perf_counter``).
         self._running: dict[str, float] = {}
-        self._loop = asyncio.get_running_loop()
 
     async def reconcile(self, key: str, prio: int) -> None:
         """Take ``key`` one step towards its desired version (``prio``: the
@@ -129,8 +129,7 @@ class ReconcileStep:
                   else d.stored)
         resource = d.resource_of(stored)
         kind = resource.kind
-        self._running[key] = self._loop.time()
-        started = time.perf_counter()
+        self._running[key] = started = time.perf_counter()
         outcome = "ok"
         error: BaseException | None = None
         try:
@@ -182,7 +181,7 @@ class ReconcileStep:
         """Seconds the oldest handler call still running has taken (0: none runs)."""
         if not self._running:
             return 0.0
-        return max(0.0, self._loop.time() - min(self._running.values()))
+        return max(0.0, time.perf_counter() - min(self._running.values()))
 
     def _on_success(self, key: str, d: Desired, op: str, resource: Resource,
                     prerequisites: list[str]) -> None:
