@@ -167,18 +167,27 @@ _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 # BaseModel's own slots, set through their descriptors: about a third faster
 # than object.__setattr__ by name, and every watched event builds three models.
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _new_object = object.__new__
-_set_attribute = object.__setattr__
+
+# Per model class, the set of all its field names, shared by the instances
+# _bare builds: pydantic only ever adds a field name to an instance's set (on
+# assignment), which this one already holds, and copies it with the instance.
+_every_field: dict[type[BaseModel], set[str]] = {}
 
 
 def _bare(model: type[_ModelT], values: dict[str, Any]) -> _ModelT:
-    """An instance of ``model`` holding ``values`` as they are (trusted data only)."""
+    """An instance of ``model`` holding ``values`` as they are (trusted data
+    only; ``values`` holds every field of ``model``)."""
     obj = _new_object(model)
-    _set_attribute(obj, "__dict__", values)
-    _set_fields_set(obj, set(values))
+    _set_dict(obj, values)
+    every = _every_field.get(model)
+    if every is None:
+        every = _every_field[model] = set(model.model_fields)
+    _set_fields_set(obj, every)
     _set_extra(obj, None)
     _set_private(obj, None)
     return obj
