@@ -4,6 +4,7 @@ so Prometheus' rate()/increase() count the first increment of each."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,4 +82,28 @@ async def test_first_scrape_has_every_series_at_zero(tmp_path: Path) -> None:
                 (("outcome", "ok"), ("reason", "manual"))) in moved
     finally:
         await webhook.stop()
+        await registry.close()
+
+
+async def test_propagation_counts_each_watched_apply_with_its_delay(tmp_path: Path) -> None:
+    """``schemacache_propagation_seconds``: one observation per version applied
+    from the watch, the time from its registry commit to the handler's success."""
+    registry = open_registry("memory://")
+    faults = tmp_path / "faults.json"
+    faults.write_text("{}")
+    node = Node(registry, name="n", state_dir=tmp_path / "n", handler=FaultyHandler(faults))
+    try:
+        await node.start()
+        await node.ready(DEADLINE)
+        before = time.time()
+        revision = max(r.revision for r in await registry.apply([group("g"), measure("g", "m")]))
+        assert await node.wait_for_revision(revision, DEADLINE)
+        elapsed = time.time() - before
+        samples = {s.name: s.value for f in text_string_to_metric_families(
+            node.metrics.render().decode()) for s in f.samples
+            if s.name.startswith("schemacache_propagation_seconds")}
+        assert samples["schemacache_propagation_seconds_count"] == 2
+        assert 0 < samples["schemacache_propagation_seconds_sum"] <= 2 * elapsed
+    finally:
+        await node.stop()
         await registry.close()

@@ -64,12 +64,15 @@ class DependencyGate:
         ``prerequisites`` (keys ``d.resource`` references) before an apply."""
         if d.deleted:
             return sorted(k for k in self.deps.dependents(key) if k in self.applied)
-        return [ref for ref in prerequisites if not self._prerequisite_ready(ref)]
-
-    def _prerequisite_ready(self, key: str) -> bool:
-        d = self.desired.get(key)
-        a = self.applied.get(key)
-        return d is not None and not d.deleted and a is not None and a[0] == d.revision
+        # A loop, not a comprehension with a helper: once per handler call.
+        desired, applied = self.desired, self.applied
+        waiting: list[str] = []
+        for ref in prerequisites:
+            p = desired.get(ref)
+            a = applied.get(ref)
+            if p is None or p.deleted or a is None or a[0] != p.revision:
+                waiting.append(ref)  # not applied at its desired version
+        return waiting
 
     def is_final(self, key: str) -> bool:
         """Whether a worker is done with ``key`` for now: not parked behind a

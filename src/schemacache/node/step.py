@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..errors import PermanentError, TemporaryError
@@ -96,6 +95,7 @@ class ReconcileStep:
         self._blockers = gate.blockers
         self._reindex = gate.reindex
         self._wake_waiters = gate.wake_waiters
+        self._observe_propagation = metrics.propagation.observe
         # When each running handler call started (``time.perf_counter``).
         self._running: dict[str, float] = {}
 
@@ -192,8 +192,9 @@ class ReconcileStep:
             if previous is None:
                 self._meters.cached(kind_of_key(key), +1)
             if d.live and resource.metadata.updated_at is not None:
-                delay = (datetime.now(UTC) - resource.metadata.updated_at).total_seconds()
-                self.metrics.propagation.observe(max(0.0, delay))
+                # Epoch seconds: a third of the cost of subtracting datetimes.
+                delay = time.time() - resource.metadata.updated_at.timestamp()
+                self._observe_propagation(max(0.0, delay))
         else:
             if previous is not None:
                 self.state.drop_applied(key)
