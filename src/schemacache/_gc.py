@@ -54,6 +54,9 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 _malloc_trim = _find_malloc_trim()
 
+_thawed = False
+"""Whether :func:`thaw` ran since the last :func:`freeze_long_lived`."""
+
 
 def give_back_free_memory() -> None:
     """Return the C heap's free pages to the operating system (glibc's
@@ -76,6 +79,12 @@ def freeze_long_lived() -> None:
     measurements; frozen, they are still freed by reference counting when
     replaced, they are only no longer scanned for cycles (they have none).
     """
+    global _thawed
+    if _thawed:
+        # A node stopped since the last freeze gave its objects back: collect
+        # them (once) rather than freeze them again for good.
+        _thawed = False
+        gc.collect()
     gc.freeze()
     give_back_free_memory()
 
@@ -86,9 +95,12 @@ def thaw() -> None:
     Frozen objects are never collected, and a node's parts reference each
     other: a stopped node dropped by its owner would keep its whole cache in
     memory for good.  Process-wide, like the freeze: the caches of nodes still
-    running in this process are scanned again until their next freeze.
+    running in this process are scanned again until their next freeze, which
+    collects first (see :func:`freeze_long_lived`).
     """
+    global _thawed
     gc.unfreeze()
+    _thawed = True
 
 
 BURST_MAX_SECONDS = 10.0
