@@ -899,10 +899,11 @@ class Chaos:
         sees a registry that went back, which no client can repair; this check
         names that cause apart from the nodes' own checks."""
         assert self.cluster is not None
+        size = self.cluster.size
         members: list[tuple[int, int] | None] = []
 
         async def agree() -> bool:
-            members[:] = [await self._member_state(i) for i in range(self.cluster.size)]
+            members[:] = [await self._member_state(i) for i in range(size)]
             return None not in members and len(set(members)) == 1
 
         try:

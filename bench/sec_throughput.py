@@ -77,6 +77,7 @@ async def _measure(backend: str, writer: Registry, reader: Registry, state_dir: 
     for i in range(repeats):
         if i:
             await stop_node(node)
+            del node  # freed by collect_garbage(), not on the next run's clock
             shutil.rmtree(state_dir)
             shutil.copytree(pristine, state_dir)
         collect_garbage()

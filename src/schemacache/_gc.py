@@ -79,14 +79,19 @@ def freeze_long_lived() -> None:
     measurements; frozen, they are still freed by reference counting when
     replaced, they are only no longer scanned for cycles (they have none).
     """
-    global _thawed
-    if _thawed:
-        # A node stopped since the last freeze gave its objects back: collect
-        # them (once) rather than freeze them again for good.
-        _thawed = False
-        gc.collect()
+    collect_thawed()  # rather than freeze a stopped node's objects again for good
     gc.freeze()
     give_back_free_memory()
+
+
+def collect_thawed() -> None:
+    """Collect once if a node stopped (see :func:`thaw`) since the last
+    collection made here: a node starting calls it before it loads anything,
+    so that a stopped node dropped meanwhile is freed while the heap is small."""
+    global _thawed
+    if _thawed:
+        _thawed = False
+        gc.collect()
 
 
 def thaw() -> None:
@@ -96,7 +101,7 @@ def thaw() -> None:
     other: a stopped node dropped by its owner would keep its whole cache in
     memory for good.  Process-wide, like the freeze: the caches of nodes still
     running in this process are scanned again until their next freeze, which
-    collects first (see :func:`freeze_long_lived`).
+    collects first (see :func:`collect_thawed`).
     """
     global _thawed
     gc.unfreeze()

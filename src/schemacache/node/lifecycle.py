@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .._gc import freeze_long_lived, gc_paused, thaw
+from .._gc import collect_thawed, freeze_long_lived, gc_paused, thaw
 from .handler import HandlerCaller
 from .monitor import Monitor
 from .reconciler import Reconciler, WorkBatch
@@ -64,6 +64,7 @@ class NodeRun:
     async def start(self) -> None:
         """Load durable state, rebuild the handler's state, and start syncing."""
         node = self.node
+        collect_thawed()
         await node.alerter.start()
         # The collector stays off from decoding the file to freezing what it
         # holds: re-enabled in between, its first passes would walk every
