@@ -55,7 +55,7 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _find_malloc_trim()
 
 _thawed = False
-"""Whether :func:`thaw` ran since the last :func:`freeze_long_lived`."""
+"""Whether :func:`thaw` ran since the last :func:`collect_thawed`."""
 
 
 def give_back_free_memory() -> None:
