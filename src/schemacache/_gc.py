@@ -54,8 +54,17 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 _malloc_trim = _find_malloc_trim()
 
+COLLECT_AFTER_THAWING = 100_000
+"""How many more objects than the last collection left the heap must hold
+when a node stops for the next :func:`collect_thawed` to collect (a full
+collection walks the whole heap: worth it for a stopped node's large cache,
+not for every small node a test suite stops)."""
+
 _thawed = False
-"""Whether :func:`thaw` ran since the last :func:`collect_thawed`."""
+"""Whether a :func:`thaw` since the last :func:`collect_thawed` found the
+heap :data:`COLLECT_AFTER_THAWING` objects larger."""
+_heap_after_collection = 0
+"""Objects the collector tracked after the last collection made here."""
 
 
 def give_back_free_memory() -> None:
@@ -85,13 +94,15 @@ def freeze_long_lived() -> None:
 
 
 def collect_thawed() -> None:
-    """Collect once if a node stopped (see :func:`thaw`) since the last
-    collection made here: a node starting calls it before it loads anything,
-    so that a stopped node dropped meanwhile is freed while the heap is small."""
-    global _thawed
+    """Collect once if a stopped node gave a large cache back (see :func:`thaw`)
+    since the last collection made here: a node starting calls it before it
+    loads anything, so that a stopped node dropped meanwhile is freed while
+    the heap is small."""
+    global _thawed, _heap_after_collection
     if _thawed:
         _thawed = False
         gc.collect()
+        _heap_after_collection = len(gc.get_objects())
 
 
 def thaw() -> None:
@@ -101,11 +112,15 @@ def thaw() -> None:
     other: a stopped node dropped by its owner would keep its whole cache in
     memory for good.  Process-wide, like the freeze: the caches of nodes still
     running in this process are scanned again until their next freeze, which
-    collects first (see :func:`collect_thawed`).
+    collects first once the heap grew enough since the last collection (see
+    :data:`COLLECT_AFTER_THAWING`).
     """
     global _thawed
     gc.unfreeze()
-    _thawed = True
+    # Frozen or not: a node stopped before its last catch-up was frozen
+    # leaves that catch-up's objects in the generations.
+    if len(gc.get_objects()) - _heap_after_collection >= COLLECT_AFTER_THAWING:
+        _thawed = True
 
 
 BURST_MAX_SECONDS = 10.0
