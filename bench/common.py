@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemacache._gc import collect_thawed
 from schemacache.node import Node
 
 from .nodeprocs import REPO
@@ -74,7 +75,10 @@ def collect_garbage() -> None:
 
     A stopped node or closed registry leaves reference cycles behind; left
     alone, the next run's collections would scan (and free) them on its clock.
+    The collection a stopped node asks of the next start is made here too,
+    off the clock: a node process in service starts once.
     """
+    collect_thawed()
     gc.collect()
 
 
