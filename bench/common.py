@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from schemacache._gc import collect_thawed
+from schemacache import _gc
 from schemacache.node import Node
 
 from .nodeprocs import REPO
@@ -78,7 +78,10 @@ def collect_garbage() -> None:
     The collection a stopped node asks of the next start is made here too,
     off the clock: a node process in service starts once.
     """
-    collect_thawed()
+    # Older code run as a same-sitting baseline (PYTHONPATH) has no such request.
+    collect_thawed = getattr(_gc, "collect_thawed", None)
+    if collect_thawed is not None:
+        collect_thawed()
     gc.collect()
 
 
