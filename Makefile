@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	sh scripts/install-promtool.sh
 	sh scripts/install-chromium.sh
+	sh scripts/install-strace.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -22,7 +22,10 @@ API (all synchronous; from async code wrap slow calls in ``asyncio.to_thread``):
   until :meth:`EtcdCluster.start` or ``with``;
 - ``.endpoints`` — ``host:port`` of every member's client URL, in member order;
 - ``.url(prefix)`` — the ``etcd://…/prefix`` registry URL over all members;
-- ``.kill(i)`` — SIGKILL member ``i`` (SIGTERM of a leader takes seconds);
+- ``.kill(i)`` — SIGKILL member ``i`` (SIGTERM of a leader takes seconds); the
+  only member of a cluster first settles, so that it keeps every write it answered;
+- ``.settle(i)`` — return once member ``i`` has saved every write it answered;
+  ``.sigkill(i)`` kills at once, without settling;
 - ``.restart(i, wait=True)`` — start member ``i`` again with its ports and data;
 - ``.pid(i)``, ``.is_running(i)``, ``.wait_healthy(indexes=None, timeout=…)``;
 - ``.stop()`` — SIGKILL every member and remove the temporary directory
@@ -77,6 +80,9 @@ ELECTION_TIMEOUT_MS = 1000
 not cause spurious elections."""
 SNAPSHOT_COUNT = 10_000
 """Raft entries between snapshots (etcd's default is 100,000)."""
+SETTLE_TIMEOUT = 5.0
+"""Seconds a member may take to answer the read that :meth:`EtcdCluster.settle` makes."""
+_RPC_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.05
 _LOG_TAIL = 2000
 
@@ -140,13 +146,15 @@ def jwt_token_args(public_key: Path, private_key: Path, ttl: float) -> list[str]
 class _WithMetadata:
     """A stub whose every call carries ``metadata`` and a timeout."""
 
-    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...],
+                 timeout: float) -> None:
         self._stub = stub
         self._metadata = metadata
+        self._timeout = timeout
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._stub, name)
-        return lambda request: method(request, metadata=self._metadata, timeout=10)
+        return lambda request: method(request, metadata=self._metadata, timeout=self._timeout)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -259,6 +267,12 @@ class EtcdCluster:
             query += f"&cert={self.tls.client_cert}&key={self.tls.client_key}"
         return f"etcds://{who}{','.join(self.endpoints)}/{prefix}?{query}"
 
+    def data_dir(self, index: int) -> Path:
+        """The data directory of member ``index``."""
+        if self._tmp is None:
+            raise RuntimeError("cluster not started")
+        return Path(self._tmp) / f"m{index}"
+
     def client_url(self, index: int) -> str:
         """``http(s)://127.0.0.1:port`` of member ``index``."""
         return f"{self._scheme}://{HOST}:{self._client_ports[index]}"
@@ -299,12 +313,17 @@ class EtcdCluster:
         path.write_text(password + "\n")
         return f"{self.url(prefix, user=user)}&password_file={path}"
 
-    @contextlib.contextmanager
-    def _admin_channel(self) -> Iterator[Any]:
+    def _admin_channel(self) -> contextlib.AbstractContextManager[Any]:
         """An Auth stub on member 0, acting as root once auth is on."""
+        return self._channel(rpc.AuthStub)
+
+    @contextlib.contextmanager
+    def _channel(self, stub_class: Any, index: int = 0,
+                 timeout: float = _RPC_TIMEOUT) -> Iterator[Any]:
+        """A ``stub_class`` stub on member ``index``, acting as root once auth is on."""
         import grpc
 
-        target = f"{HOST}:{self._client_ports[0]}"
+        target = f"{HOST}:{self._client_ports[index]}"
         if self.tls is None:
             channel = grpc.insecure_channel(target)
         else:
@@ -314,13 +333,20 @@ class EtcdCluster:
                 t.client_cert.read_bytes() if t.client_cert else None)
             channel = grpc.secure_channel(target, creds)
         with channel:
-            stub = rpc.AuthStub(channel)
             metadata: tuple[tuple[str, str], ...] = ()
             if self._root_password is not None:
-                token = stub.Authenticate(rpc.AuthenticateRequest(
-                    name="root", password=self._root_password), timeout=10).token
+                token = rpc.AuthStub(channel).Authenticate(rpc.AuthenticateRequest(
+                    name="root", password=self._root_password), timeout=timeout).token
                 metadata = (("token", token),)
-            yield _WithMetadata(stub, metadata)
+            yield _WithMetadata(stub_class(channel), metadata, timeout)
+
+    def _settle_if_answering(self, index: int) -> None:
+        import grpc
+
+        try:
+            self.settle(index)
+        except grpc.RpcError:
+            pass  # a member that does not answer has nothing more to save: kill it all the same
 
     # --- faults -------------------------------------------------------------------
 
@@ -333,8 +359,34 @@ class EtcdCluster:
         return self.pid(index) is not None
 
     def kill(self, index: int) -> None:
-        """SIGKILL member ``index`` and reap it (a no-op if it is not running)."""
+        """SIGKILL member ``index`` and reap it (a no-op if it is not running).
+
+        The only member of a cluster first settles (:meth:`settle`), so that it keeps
+        every write it answered, as the members of a larger cluster keep it for each
+        other.
+        """
+        if self.size == 1 and self.is_running(index):
+            self._settle_if_answering(index)
         self._kill(index)
+
+    def sigkill(self, index: int) -> None:
+        """SIGKILL member ``index`` at once, even the only one: it may lose writes it
+        answered (see :meth:`settle`)."""
+        self._kill(index)
+
+    def settle(self, index: int = 0, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Return once member ``index`` has saved every write it answered before the call.
+
+        etcd 3.5 answers a write on a single-member cluster while it may still be
+        saving it to its log (etcd-io/etcd#14370, fixed in 3.5.5): a SIGKILL right
+        after the answer can lose the write, and the member restarts at an older
+        revision. A linearizable read is answered in raft's next round, and that
+        round starts only once the previous one's entries are saved.
+
+        :param timeout: seconds to wait for the read (default :data:`SETTLE_TIMEOUT`).
+        """
+        with self._channel(rpc.KVStub, index, timeout) as kv:
+            kv.Range(rpc.RangeRequest(key=b"\0"))
 
     def restart(self, index: int, wait: bool = True) -> None:
         """Start member ``index`` again with the same ports and data directory.
@@ -343,7 +395,7 @@ class EtcdCluster:
         """
         if self._tmp is None:
             raise RuntimeError("cluster not started")
-        self._kill(index)
+        self.kill(index)
         self._spawn(index)
         if wait:
             self.wait_healthy([index])
@@ -384,7 +436,7 @@ class EtcdCluster:
         return [
             self._binary,
             "--name", name,
-            "--data-dir", str(Path(self._tmp) / name),
+            "--data-dir", str(self.data_dir(index)),
             "--listen-client-urls", client,
             "--advertise-client-urls", client,
             "--listen-peer-urls", peer,
