@@ -27,23 +27,13 @@ from schemacache.observe.alerts import is_resolved
 from schemacache.registry import Registry
 from schemacache.testing import AlertReceiver
 from service_helpers import Proc, run_cli
+from sqlite_files import online_copy
 
 CONVERGE_TIMEOUT = 60.0
 SLOW_CALL_MS = 300
 """Milliseconds each handler call takes where a repair must be seen to be slow."""
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _online_copy(source: Path, target: Path) -> None:
-    """Copy ``source`` into ``target`` with SQLite's online backup API."""
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
 
 
 def _rewind_alerts(receiver: AlertReceiver) -> list[str]:
@@ -100,7 +90,7 @@ async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> 
 
         await wait_until(registered, CONVERGE_TIMEOUT, "both nodes registered")
         backup = tmp_path / "backup.db"
-        _online_copy(db, backup)
+        online_copy(db, backup)
         at_backup = await _registry_map(reg)
         for i in range(4):
             await reg.put(measure("g", f"m{i}", fields=("changed",)))
@@ -116,7 +106,7 @@ async def test_restoring_an_older_backup_under_running_nodes(tmp_path: Path) -> 
         await wait_until(converged, CONVERGE_TIMEOUT, "nodes equal to the registry")
         ahead = await reg.revision()
 
-        _online_copy(backup, db)
+        online_copy(backup, db)
         assert await reg.revision() < ahead
         manifest = tmp_path / "after.yaml"
         manifest.write_text("kind: measure\nmetadata: {group: g, name: after}\nspec:\n"
@@ -207,7 +197,7 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
         await reg.put(group("g"))
         await reg.put(measure("g", "kept"))
         backup = tmp_path / "backup.db"
-        _online_copy(db, backup)
+        online_copy(db, backup)
         await reg.put(measure("g", "lost"))
 
         async def caught_up() -> bool:
@@ -215,7 +205,7 @@ async def test_a_node_killed_before_converging_after_a_rewind_resolves_its_alert
 
         await wait_until(caught_up, CONVERGE_TIMEOUT, "the node to hold the lost write")
         trigger.write_text("delete measure/g/lost 0")
-        _online_copy(backup, db)
+        online_copy(backup, db)
         assert node.proc is not None
         await asyncio.wait_for(node.proc.wait(), CONVERGE_TIMEOUT)
         await node.kill()  # reaps the output reader
@@ -285,7 +275,7 @@ async def test_a_backup_restored_and_written_past_while_a_node_was_down(
         for i in range(4):
             await reg.put(measure("g", f"m{i}"))
         backup = tmp_path / "backup.db"
-        _online_copy(db, backup)
+        online_copy(db, backup)
         await reg.put(measure("g", "m0", fields=("lost",)))    # an update the backup lacks
         await reg.delete("measure/g/m1")                        # a delete it lacks
         await reg.put(measure("g", "lost"))                     # a create it lacks
@@ -296,7 +286,7 @@ async def test_a_backup_restored_and_written_past_while_a_node_was_down(
 
         await wait_until(holds_lost, CONVERGE_TIMEOUT, "the node to hold the lost history")
         await node.stop()
-        _online_copy(backup, db)
+        online_copy(backup, db)
         # Written past the node's received revision: the numbers are reused.
         for i in range(4):
             await reg.put(measure("g", f"new{i}"))

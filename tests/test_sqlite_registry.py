@@ -39,6 +39,7 @@ from schemacache import (
 from schemacache.registry import sqlite_changes, sqlite_watch
 from schemacache.registry.history import event_mark
 from schemacache.registry.sqlite import SqliteRegistry, SqliteStoreError
+from sqlite_files import online_copy
 
 PROCS = Path(__file__).parent / "sqlite_procs"
 WAIT = 30.0
@@ -728,15 +729,6 @@ def test_sigkill_mid_stream_leaves_store_consistent(tmp_path: Path, procs: Procs
 # ---------------------------------------------------------------- restored and written past
 
 
-def _online_copy(source: str, target: str) -> None:
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-
-
 async def test_a_backup_restored_and_written_past_is_told_by_its_change_marks(
         reg: SqliteRegistry, db: str, tmp_path: Path) -> None:
     """Revision R names another change once a backup older than R was restored and
@@ -745,13 +737,13 @@ async def test_a_backup_restored_and_written_past_is_told_by_its_change_marks(
     cursor is past the backup raises instead of reading the new history on."""
     await reg.put(group("g"))
     backup = str(tmp_path / "backup.db")
-    _online_copy(db, backup)
+    online_copy(db, backup)
     await reg.put(measure("lost", "g"))
     watch = reg.watch("", start_revision=1)
     events = await collect(watch, 2)
     seen = events[-1]
     assert await reg.check_resume(seen.revision + 1, event_mark(seen)) is None
-    _online_copy(backup, db)
+    online_copy(backup, db)
     await reg.put(measure("new", "g"))
     await reg.put(measure("newer", "g"))
     assert await reg.revision() > seen.revision
