@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
 from polling import until
@@ -36,6 +38,29 @@ async def test_settled_revision_waits_for_the_oldest_unsettled_key() -> None:
     assert p.settled_revision(10) == 8
     p.settle("b")
     assert p.settled_revision(10) == 10 and p.pending == 0 and p.unsettled() == {}
+
+
+_MARKS = st.lists(st.tuples(st.sampled_from("abcde"), st.integers(1, 40) | st.none()),
+                  max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MARKS)
+def test_the_settled_revision_is_below_the_oldest_unsettled_version_in_any_order(
+        steps: list[tuple[str, int | None]]) -> None:
+    """Marks in and out of revision order (a watch, a repair) and settles, mixed:
+    after each step the settled revision is the oldest unsettled one minus 1."""
+    p = Progress()
+    model: dict[str, int] = {}
+    for key, revision in steps:
+        if revision is None:
+            p.settle(key)
+            model.pop(key, None)
+        else:
+            p.mark_unsettled(key, revision)
+            model[key] = revision
+        assert p.settled_revision(50) == min([50, *(r - 1 for r in model.values())])
+        assert p.unsettled() == model
 
 
 async def test_a_progress_waiter_wakes_once_its_revision_is_settled() -> None:

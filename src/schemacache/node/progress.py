@@ -15,6 +15,7 @@ handler calls of a no-op handler.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 from collections.abc import Callable
@@ -34,7 +35,11 @@ class Progress:
     def __init__(self, received: Callable[[], int] = _nothing_received) -> None:
         self._received = received
         self._unsettled: dict[str, int] = {}
-        # Min-heap of (revision, key); entries whose key settled or moved on are stale.
+        # (revision, key) of every unsettled version, in two queues whose entries
+        # go stale once their key settled or moved on: versions marked in revision
+        # order (a watch's events: appended and taken in O(1)), and a min-heap of
+        # the others (a repair's keys, marked in key order).
+        self._in_order: collections.deque[tuple[int, str]] = collections.deque()
         self._heap: list[tuple[int, str]] = []
         # Min-heap of (revision, tiebreak, future) of waiters for a settled revision.
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -44,7 +49,11 @@ class Progress:
         """``key`` has a version at ``revision`` no worker is done with."""
         if self._unsettled.get(key) != revision:
             self._unsettled[key] = revision
-            heapq.heappush(self._heap, (revision, key))
+            in_order = self._in_order
+            if not in_order or in_order[-1][0] <= revision:
+                in_order.append((revision, key))
+            else:
+                heapq.heappush(self._heap, (revision, key))
 
     def settle(self, key: str) -> None:
         """A worker is done with ``key`` (for now)."""
@@ -66,13 +75,19 @@ class Progress:
     def settled_revision(self, received: int) -> int:
         """Highest R such that every event up to R is settled, every event up to
         ``received`` (the received revision) having been received."""
-        heap = self._heap
         unsettled = self._unsettled
+        in_order = self._in_order
+        while in_order and unsettled.get(in_order[0][1]) != in_order[0][0]:
+            in_order.popleft()
+        heap = self._heap
         while heap and unsettled.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
-        if not heap:
-            return received
-        return min(received, heap[0][0] - 1)
+        settled = received
+        if in_order:
+            settled = min(settled, in_order[0][0] - 1)
+        if heap:
+            settled = min(settled, heap[0][0] - 1)
+        return settled
 
     def reached(self, revision: int) -> asyncio.Future[None] | None:
         """``None`` when the settled revision is at ``revision`` or past it; else a
