@@ -157,8 +157,9 @@ MANIFEST = ("kind: measure\nmetadata: {group: g, name: after}\nspec:\n"
 
 
 async def test_serve_on_a_replaced_file_answers_503_and_writes_nothing(tmp_path: Path) -> None:
-    """``apply`` through a ``serve`` whose file was replaced fails (503, exit 1) and
-    writes nothing; a ``serve`` started again on the name writes to the new file."""
+    """``apply`` through a ``serve`` whose file was replaced fails (503, exit 1),
+    telling that retrying will not help, and writes nothing; a ``serve`` started
+    again on the name writes to the new file."""
     db, backup = tmp_path / "registry.db", tmp_path / "backup.db"
     url = f"sqlite:///{db}"
     manifest = tmp_path / "after.yaml"
@@ -180,7 +181,7 @@ async def test_serve_on_a_replaced_file_answers_503_and_writes_nothing(tmp_path:
             await asyncio.to_thread(serve.stop)
         if attempt == "refused":
             assert result.returncode == 1, result.stdout + result.stderr
-            assert "unavailable" in result.stderr
+            assert "unavailable to this server until an operator acts" in result.stderr
             assert any("replaced on disk" in line for line in serve.lines)
         else:
             assert result.returncode == 0, result.stdout + result.stderr

@@ -14,6 +14,7 @@ from ..errors import (
     ConflictError,
     NotFoundError,
     ReferencedError,
+    RegistryAccessError,
     RegistryUnavailableError,
     SchemaCacheError,
     TooLargeError,
@@ -90,6 +91,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(request: Request, exc: Exception) -> Response:
         # The reason names files and addresses: the log gets it, the client not.
         log.warning("%s %s: registry unavailable: %s", request.method, request.url.path, exc)
+        if isinstance(exc, RegistryAccessError):
+            return error_response(503, "unavailable",
+                                   "registry unavailable to this server until an operator "
+                                   "acts (details in the server log)")
         return error_response(503, "unavailable",
                                "registry unavailable; try again later (details in the "
                                "server log)", headers={"Retry-After": "1"})
