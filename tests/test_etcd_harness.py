@@ -58,7 +58,10 @@ def _slow_log_writes(etcd: EtcdCluster, log: Path) -> subprocess.Popen[bytes]:
     while b"attached" not in log.read_bytes():
         if tracer.poll() is not None:
             pytest.skip(f"strace cannot attach here: {log.read_text().strip()}")
-        assert time.monotonic() < deadline, "strace did not attach in time"
+        if time.monotonic() > deadline:
+            tracer.kill()  # leave no tracer behind
+            tracer.wait()
+            raise AssertionError("strace did not attach in time")
         time.sleep(0.02)
     return tracer
 
