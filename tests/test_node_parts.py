@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
+from factories import group
 from polling import until
-from schemacache.model import EventType
+from schemacache.errors import PermanentError
+from schemacache.model import EventType, Resource
 from schemacache.node.deps import Dependencies
 from schemacache.node.failures import ALERT_EXHAUSTED, FailureLog
+from schemacache.node.handler import HandlerCaller
 from schemacache.node.meters import ReconcileMeters
 from schemacache.node.progress import Progress
 from schemacache.node.queue import PRIO_LIVE, PRIO_REPAIR, WorkQueue
@@ -315,3 +319,58 @@ async def test_a_queue_waiter_is_released_by_shutdown() -> None:
     assert not waiter.done()
     q.shutdown()
     await asyncio.wait_for(waiter, 1.0)
+
+
+# ---------------------------------------------------------------- handler calls
+
+
+async def test_handler_call_that_never_waits_finishes_in_start() -> None:
+    calls: list[str] = []
+
+    class Quick:
+        async def apply(self, r: Resource) -> None:
+            calls.append(r.key)
+
+        async def delete(self, r: Resource) -> None:
+            raise PermanentError("no")
+
+    caller = HandlerCaller(Quick(), timeout=5.0)
+    assert caller.start("apply", group("g")) is None  # done: nothing to await
+    assert calls == ["group/g"]
+    with pytest.raises(PermanentError):
+        caller.start("delete", group("g"))  # raised at once, as the handler did
+
+
+async def test_handler_call_that_waits_is_finished_under_the_timeout() -> None:
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    class Waiting:
+        async def apply(self, r: Resource) -> None:
+            await release.wait()
+            calls.append(r.key)
+
+        async def delete(self, r: Resource) -> None:
+            await asyncio.sleep(3600)
+
+    class Plain:
+        def apply(self, r: Resource) -> None:
+            calls.append(f"thread {r.key}")
+
+        def delete(self, r: Resource) -> None:
+            pass
+
+    caller = HandlerCaller(Waiting(), timeout=0.2)
+    pending = caller.start("apply", group("g"))
+    assert pending is not None and calls == []
+    release.set()
+    await pending
+    assert calls == ["group/g"]
+    pending = caller.start("delete", group("g"))
+    assert pending is not None
+    with pytest.raises(TimeoutError):
+        await pending
+    pending = HandlerCaller(Plain(), timeout=5.0).start("apply", group("g"))
+    assert pending is not None  # a plain handler runs in a thread
+    await pending
+    assert calls[-1] == "thread group/g"

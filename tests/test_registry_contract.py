@@ -21,6 +21,7 @@ from schemacache import (
     open_registry,
 )
 from schemacache.model import Event
+from schemacache.registry.base import WatchProgress
 
 WATCH_DEADLINE = 20.0
 
@@ -118,6 +119,41 @@ async def test_watch_from_list_revision_sees_every_later_write_once_in_order(
     assert events[-1].resource.name == "m1"  # a delete carries the last version
     assert events[-2].resource.spec["fields"][0]["name"] == "v2"
     assert events[-2].resource.mod_revision == events[-2].revision
+
+
+async def collect_batches(registry: Registry, start: int, count: int) -> list[list[Event]]:
+    """The batches of ``watch_batches`` from ``start`` until they held ``count``
+    events (fails after a deadline)."""
+    batches: list[list[Event]] = []
+    watch = registry.watch_batches("", start_revision=start)
+
+    async def run() -> None:
+        async for item in watch:
+            if not isinstance(item, WatchProgress):
+                batches.append(list(item))
+                if sum(map(len, batches)) >= count:
+                    return
+
+    try:
+        await asyncio.wait_for(run(), WATCH_DEADLINE)
+    finally:
+        with contextlib.suppress(Exception):
+            await watch.aclose()  # type: ignore[attr-defined]
+    return batches
+
+
+async def test_watch_batches_hold_the_watch_events_in_order(registry: Registry) -> None:
+    await registry.put(group("g"))
+    start = await registry.revision() + 1
+    for i in range(6):
+        await registry.put(measure("g", f"m{i}"))
+    await registry.apply([measure("g", "m0", fields=("v2",)), measure("g", "m6")])
+    await registry.delete("measure/g/m2")
+    expected = await collect(registry, start, 9)
+    batches = await collect_batches(registry, start, 9)
+    assert all(batches), "no empty batch"
+    assert [e for b in batches for e in b] == expected
+    assert [e.revision for e in expected] == sorted(e.revision for e in expected)
 
 
 async def test_watch_filters_by_prefix_and_waits_for_future_writes(registry: Registry) -> None:

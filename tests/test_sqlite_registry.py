@@ -357,6 +357,42 @@ async def test_prefix_watch_reads_past_batches_of_other_keys(
         await watcher.close()
 
 
+async def test_watch_reads_the_next_batch_ahead_and_closes_cleanly(
+    db: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sqlite_changes, "WATCH_BATCH", 10)
+    reg = SqliteRegistry(db)
+    reads: list[int] = []
+    real_read = sqlite_changes.read_changes
+
+    def counted(conn: sqlite3.Connection, prefix: str, next_rev: int,
+                last_mark: str | None = None) -> Any:
+        reads.append(next_rev)
+        return real_read(conn, prefix, next_rev, last_mark)
+
+    monkeypatch.setattr(sqlite_watch, "read_changes", counted)
+    try:
+        await reg.put(group())
+        for i in range(34):
+            await reg.put(index_rule(f"r{i}"))
+        batches = reg.watch_batches("", 1)
+        first = await asyncio.wait_for(batches.__anext__(), WAIT)
+        assert [e.revision for e in first] == list(range(1, 11))
+        # Handed the first batch, the watch is already reading the second.
+        await until(lambda: reads == [1, 11], "the read ahead", WAIT)
+        rest = [e.revision for _ in range(3)
+                for e in await asyncio.wait_for(batches.__anext__(), WAIT)]
+        assert rest == list(range(11, 36))
+        await batches.aclose()
+        # Closed with a read under way: nothing is left running, nothing logged.
+        await until(lambda: not [t for t in asyncio.all_tasks()
+                                 if t.get_coro().__qualname__ == "SqliteConnections.read"],
+                    "the read ahead to end", WAIT)
+    finally:
+        await reg.close()
+    assert "never retrieved" not in caplog.text
+
+
 async def test_list_is_one_snapshot_while_another_instance_writes(
     reg: SqliteRegistry, db: str
 ) -> None:

@@ -155,11 +155,18 @@ class KindInfo:
 
 
 KINDS: dict[str, KindInfo] = {}
+GROUP_ONLY_KINDS: set[str] = set()
+"""The kinds whose resources depend on nothing but their group (see
+:func:`references_only_its_group`; a set, for checks made once per event)."""
 
 
 def register_kind(info: KindInfo) -> None:
     """Add (or replace) a kind; a kind with no ``references`` has no dependencies."""
     KINDS[info.name] = info
+    if info.references is _group_ref:
+        GROUP_ONLY_KINDS.add(info.name)
+    else:
+        GROUP_ONLY_KINDS.discard(info.name)
 
 
 for _info in (
@@ -194,8 +201,7 @@ def references(resource: SchemaObject) -> list[Reference]:
 def references_only_its_group(kind: str) -> bool:
     """Whether a ``kind`` resource depends on nothing but its group, which its
     key names: its prerequisites are known without reading its spec."""
-    info = KINDS.get(kind)
-    return info is not None and info.references is _group_ref
+    return kind in GROUP_ONLY_KINDS
 
 
 def level(kind: str) -> int:

@@ -26,6 +26,9 @@ class Dependencies:
         self._gauge = blocked_gauge
         self._parked: dict[str, tuple[list[str], int]] = {}
         self._waiters: dict[str, set[str]] = {}
+        self.awaited = self._waiters.keys()
+        """Keys some parked key waits for (a live view, for checks made once
+        per settled key)."""
         self._dependents: dict[str, set[str]] = {}
 
     # --- parking ------------------------------------------------------------

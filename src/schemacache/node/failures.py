@@ -74,6 +74,8 @@ class FailureLog:
         self._metrics = metrics
         self._alerter = alerter
         self._records: dict[str, FailureRecord] = {}
+        self.keys = self._records.keys()
+        """The failed keys (a live view, for checks made once per event)."""
 
     def load(self, records: dict[str, FailureRecord]) -> None:
         """Adopt records read from durable state (not written back)."""

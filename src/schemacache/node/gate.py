@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..kinds import references, references_only_its_group
+from ..kinds import GROUP_ONLY_KINDS, references, references_only_its_group
 from ..model import GROUP_KIND, Resource
 from ..stored import StoredResource
 from .deps import Dependencies
@@ -24,7 +24,7 @@ from .queue import WorkQueue
 
 def prerequisite_keys(resource: Resource) -> list[str]:
     """The keys ``resource`` references (see :func:`schemacache.kinds.references`)."""
-    if references_only_its_group(resource.kind):
+    if resource.kind in GROUP_ONLY_KINDS:
         # Most kinds: no Reference objects built, once per handler call.
         return [f"{GROUP_KIND}/{resource.metadata.group}"]
     return [ref.key for ref in references(resource)]
@@ -92,6 +92,8 @@ class DependencyGate:
 
     def wake_waiters(self, key: str) -> None:
         """Queue the keys parked behind ``key`` again (it is done for now)."""
+        if key not in self.deps.awaited:
+            return  # the common case: once per settled key
         for waiter, prio in self.deps.waiters(key):
             self.queue.add(waiter, prio)
 

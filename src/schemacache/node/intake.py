@@ -41,16 +41,20 @@ class Intake:
     def on_event(self, event: Event) -> None:
         """Take one watch event: update desired state and enqueue the key."""
         key = event.key
-        deleted = event.type == EventType.DELETE
-        self._meters.event(event.resource.kind, event.type)
-        if event.resource.kind != NODE_KIND:
+        revision = event.revision
+        resource = event.resource
+        kind = resource.kind
+        self._meters.event(kind, event.type)
+        if kind != NODE_KIND:
             cur = self.desired.get(key)
-            if cur is None or cur.revision < event.revision:
-                d = Desired.of(event.revision, deleted, event.resource, True, event.stored_json)
+            if cur is None or cur.revision < revision:
+                d = Desired.of(revision, event.type == EventType.DELETE, resource, True,
+                               event.stored_json)
                 self.state.set_desired(key, d)
                 self._desired_changed(key, d, PRIO_LIVE)
-        self.state.receive(event.revision, event)
-        self.progress.notify()
+        state = self.state
+        state.receive(revision, event)
+        self.progress.notify(state.received_revision)
 
     def on_progress(self, revision: int) -> None:
         """Take a watch progress mark: nothing under the schema changed after

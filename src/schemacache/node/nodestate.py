@@ -210,10 +210,12 @@ class NodeState:
     def admit(self, key: str, prio: int) -> None:
         """Hand ``key`` to ``on_durable`` at ``prio`` -- at once when its desired
         row is durable (or no handler runs), else once it is committed."""
-        if self.write_ahead and not self.durable(key):
-            self.hold_for_commit(key, prio)
-        else:
-            self._on_durable(key, prio)
+        if self.write_ahead:
+            d = self.desired.get(key)
+            if d is not None and d.batch > self.store.durable_batch:
+                self.hold_for_commit(key, prio)
+                return
+        self._on_durable(key, prio)
 
     def durable(self, key: str) -> bool:
         """Whether ``key``'s desired version is committed (or it has none)."""

@@ -108,12 +108,14 @@ class Progress:
             heapq.heapify(waiters)
             self._waiters = waiters
 
-    def notify(self) -> None:
-        """Wake the waiters whose revision is settled now."""
+    def notify(self, received: int | None = None) -> None:
+        """Wake the waiters whose revision is settled now (``received``: the
+        received revision, if the caller has it at hand; default ``None``: read)."""
         waiters = self._waiters
         if not waiters:
             return
-        received = self._received()
+        if received is None:
+            received = self._received()
         if waiters[0][0] > received:
             return  # not received yet, so not settled either: a catch-up's common case
         settled = self.settled_revision(received)

@@ -50,6 +50,9 @@ __all__ = ["ALERT_EXHAUSTED", "UNKNOWN_REVISION", "Desired", "Listed", "Reconcil
 
 CAPACITY_RESUME_DIVISOR = 4
 """A watch held back at ``limit`` urgent keys resumes at ``limit - limit // 4``."""
+ROOM_CHECK_EVERY = 64
+"""Most events the watch takes between two back-pressure checks (see
+:meth:`Reconciler.room`)."""
 
 
 class Reconciler:
@@ -108,7 +111,7 @@ class Reconciler:
             failures=self.failures, queue=self.queue, progress=self.progress, meters=meters,
             limiter=self.limiter, repair_limiter=self.repair_limiter, metrics=metrics,
             retry_gap=repair_backoff_base)
-        self.workers = Workers(self.queue, workers, reconcile=self._step.reconcile,
+        self.workers = Workers(self.queue, workers, reconcile=self._step.step,
                                on_error=self._step.retry_after_error, outcome=self._step.outcome)
         self._listing = ListingRefresh(state=self.state, progress=self.progress,
                                        scheduler=scheduler)
@@ -190,6 +193,14 @@ class Reconciler:
         """Whether :meth:`capacity` would wait (checked first: most events find
         room, and a call that need not wait should cost no coroutine)."""
         return self.urgent >= limit or self.state.writes_backlogged
+
+    def room(self, limit: int) -> int:
+        """Events that may be taken before :meth:`full` must be asked again
+        (asking once per event cost a tenth of taking it): an event makes at
+        most one more key urgent, its own (keys it unblocks are not held back by
+        a check either), and the state store's pending writes are looked at
+        every :data:`ROOM_CHECK_EVERY` events at least."""
+        return min(limit - self.urgent, ROOM_CHECK_EVERY)
 
     async def capacity(self, limit: int) -> None:
         """Return once another event can be taken: fewer than ``limit`` keys count

@@ -76,6 +76,9 @@ class RetryLimiter:
         self.policy = policy
         self.exhaustible = exhaustible
         self._failing: dict[str, _Failing] = {}
+        self.counting = self._failing.keys()
+        """The keys with failures counted (a live view: telling whether there
+        is anything to forget costs no call, once per handled key)."""
 
     def when(self, key: str, revision: int, *, delay: float | None = None) -> float | None:
         """Count one failed attempt of ``key`` at ``revision``; the seconds to wait

@@ -49,6 +49,8 @@ class Scheduler:
     def forget_stale(self, key: str, d: Desired) -> None:
         """``d`` is ``key``'s new desired version: forget attempts and repair
         backoff that belong to an older one."""
+        if key not in self.limiter.counting and key not in self.failures.keys:
+            return  # nothing counted: the common case, once per event
         if self.limiter.revision(key) not in (None, d.revision):
             # A newer version supersedes a failing one: fresh attempts, at once.
             self.limiter.forget(key)

@@ -73,6 +73,9 @@ class StateStore:
         self._applied: dict[str, AppliedRow] = {}
         self._failures: dict[str, FailureRecord | None] = {}
         self._meta: dict[str, str] = {}
+        # The received revision and the change there, written at the next
+        # commit (None: unchanged since the last one).
+        self._received_revision: int | None = None
         self._received_event: Event | None = None
         self._batch = 1  # the number of the commit that takes the writes made now
         self.durable_batch = 0
@@ -82,6 +85,10 @@ class StateStore:
         """Called (on the event loop) after a commit that wrote desired rows."""
         self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
+        # Whether _wake / _urgent were set since the flusher last cleared them:
+        # an attribute read, where asking the events costs a call per write.
+        self._woken = False
+        self._commit_asked = False
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -123,7 +130,8 @@ class StateStore:
         :param live: it came from the watch (not from a listing; default ``False``).
         """
         self._desired[key] = (revision, deleted, stored, live)
-        self._poke()
+        if not self._woken:
+            self._poke()
         return self._batch
 
     def delete_desired(self, key: str) -> None:
@@ -148,8 +156,11 @@ class StateStore:
 
     def request_commit(self) -> None:
         """A handler call waits for a commit: commit what is pending now."""
-        self._urgent.set()
-        self._poke()
+        if not self._commit_asked:
+            self._commit_asked = True
+            self._urgent.set()
+        if not self._woken:
+            self._poke()
 
     @property
     def failing(self) -> str | None:
@@ -162,10 +173,10 @@ class StateStore:
         """Record the received revision and the change received there (``None``:
         not known, e.g. a listing's revision), whose change mark is recorded
         with it (worked out at commit time, off the event path)."""
-        self._meta["received_revision"] = str(revision)
-        self._meta["received_mark"] = ""
+        self._received_revision = revision
         self._received_event = event
-        self._poke()
+        if not self._woken:
+            self._poke()
 
     def set_cluster_id(self, cluster_id: str) -> None:
         self._meta["cluster_id"] = cluster_id
@@ -177,12 +188,13 @@ class StateStore:
         self._poke()
 
     def _pending(self) -> int:
-        return len(self._desired) + len(self._applied) + len(self._failures) + len(self._meta)
+        return (len(self._desired) + len(self._applied) + len(self._failures) + len(self._meta)
+                + (self._received_revision is not None))
 
     def _poke(self) -> None:
         # The flusher lets writes gather for flush_interval after waking up.
-        if not self._wake.is_set():
-            self._wake.set()
+        self._woken = True
+        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -208,9 +220,11 @@ class StateStore:
     # --- flusher ------------------------------------------------------------
 
     def _take(self) -> Batch:
-        if self._received_event is not None and "received_mark" in self._meta:
-            self._meta["received_mark"] = event_mark(self._received_event)
-        self._received_event = None
+        if self._received_revision is not None:
+            event = self._received_event
+            self._meta["received_revision"] = str(self._received_revision)
+            self._meta["received_mark"] = "" if event is None else event_mark(event)
+            self._received_revision = self._received_event = None
         batch = (self._desired, self._applied, self._failures, self._meta)
         self._desired, self._applied, self._failures, self._meta = {}, {}, {}, {}
         # Writes made from now on go in the next commit (a failed commit's
@@ -230,6 +244,7 @@ class StateStore:
                         await self._urgent.wait()
             self._wake.clear()
             self._urgent.clear()
+            self._woken = self._commit_asked = False
             if self._pending():
                 batch = self._take()
                 try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from ..errors import PermanentError, TemporaryError
@@ -38,6 +39,15 @@ class RepairRequester(Protocol):
     """What the reconciler needs of the repairer: asking for a full sync."""
 
     def request(self, reason: str) -> Any: ...
+
+
+def _outcome_of(error: BaseException) -> str:
+    """The ``outcome`` label of a handler call that raised ``error``."""
+    if isinstance(error, PermanentError):
+        return "permanent"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "error"
 
 
 def _requested_delay(error: BaseException) -> float | None:
@@ -89,6 +99,12 @@ class ReconcileStep:
         self.retry_gap = retry_gap
         self.repairer: RepairRequester | None = None
         self._calls_handler = caller.active
+        self._start_call = caller.start
+        self._failed = failures.keys
+        self._counting = limiter.counting
+        self._repair_counting = repair_limiter.counting
+        self._write_ahead = state.write_ahead
+        self._store = state.store
         # Bound once: the reconcile step runs once per key per change.
         self._is_settled = state.is_settled
         self._converged = scheduler.converged
@@ -100,50 +116,82 @@ class ReconcileStep:
         self._running: dict[str, float] = {}
 
     async def reconcile(self, key: str, prio: int) -> None:
+        """Take ``key`` one step towards its desired version (see :meth:`step`)."""
+        pending = self.step(key, prio)
+        if pending is not None:
+            await pending
+
+    def step(self, key: str, prio: int) -> Awaitable[None] | None:
         """Take ``key`` one step towards its desired version (``prio``: the
-        priority it was queued at, which it keeps if it must wait)."""
+        priority it was queued at, which it keeps if it must wait): ``None``
+        once the step is done, else an awaitable that finishes it (a handler
+        call that waits for something; most never do, and a catching-up node
+        takes tens of thousands of steps a second without a coroutine each)."""
         d = self.desired.get(key)
         if d is None:
-            return
+            return None
         if self._is_settled(key, d):
             self._converged(key)
-            return
-        failed = self.failures.failed_at(key, d.revision)
+            return None
+        failed = key in self._failed and self.failures.failed_at(key, d.revision)
         # Computed once: the blockers check and the dependents index both need them.
-        prerequisites = [] if d.deleted else prerequisite_keys(d.resource)
+        prerequisites = [] if d.deleted else prerequisite_keys(
+            d.resource if d.model is None else d.model)
         blockers = self._blockers(key, d, prerequisites)
         if blockers:
             self.deps.park(key, blockers, prio)
-            return
+            return None
         self.deps.unpark(key)
 
-        revision = d.revision
-        if self.state.write_ahead and not self.state.durable(key):
+        if self._write_ahead and d.batch > self._store.durable_batch:
             # Write-ahead: the handler sees no version before its desired row
             # is durable; the commit puts the key back in the queue.
             self.state.hold_for_commit(key, prio)
-            return
+            return None
         applied = self.applied.get(key)
         op = "delete" if d.deleted else "apply"
         stored = (delete_version(d.stored, applied[1]) if d.deleted and applied is not None
                   else d.stored)
-        resource = d.resource_of(stored)
-        kind = resource.kind
+        resource = d.model if stored is d.stored and d.model is not None else d.resource_of(stored)
         self._running[key] = started = time.perf_counter()
-        outcome = "ok"
-        error: BaseException | None = None
         try:
-            await self.caller.call(op, resource)
-        except PermanentError as exc:
-            outcome, error = "permanent", exc
-        except TimeoutError as exc:
-            outcome, error = "timeout", exc
+            pending = self._start_call(op, resource)
         except asyncio.CancelledError:
+            self._running.pop(key, None)
             raise
         except BaseException as exc:
-            outcome, error = "error", exc
-        finally:
+            self._ended(key, d, op, resource, prerequisites, failed, started, exc)
+            return None
+        if pending is not None:
+            return self._finish(pending, key, d, op, resource, prerequisites, failed, started)
+        self._ended(key, d, op, resource, prerequisites, failed, started, None)
+        return None
+
+    async def _finish(self, pending: Awaitable[None], key: str, d: Desired, op: str,
+                      resource: Resource, prerequisites: list[str], failed: bool,
+                      started: float) -> None:
+        """Wait for a handler call that did not finish at once, then record it
+        (see :meth:`_ended`)."""
+        error: BaseException | None = None
+        try:
+            await pending
+        except asyncio.CancelledError:
             self._running.pop(key, None)
+            raise
+        except BaseException as exc:
+            error = exc
+        self._ended(key, d, op, resource, prerequisites, failed, started, error)
+
+    def _ended(self, key: str, d: Desired, op: str, resource: Resource,
+               prerequisites: list[str], failed: bool, started: float,
+               error: BaseException | None) -> None:
+        """Record the outcome of the handler call ``op`` on ``resource``, version
+        ``d`` of ``key``, started at ``started`` (``failed``: the key has a
+        failure record at that version; ``error``: what the call raised,
+        ``None`` when it succeeded)."""
+        self._running.pop(key, None)
+        kind = resource.kind
+        outcome = "ok" if error is None else _outcome_of(error)
         if self._calls_handler:
             self._meters.call(kind, op, outcome, time.perf_counter() - started)
         if error is None:
@@ -151,7 +199,7 @@ class ReconcileStep:
         elif failed:
             self._on_repair_failure(key, error)
         else:
-            self._on_failure(key, kind, revision, error, outcome)
+            self._on_failure(key, kind, d.revision, error, outcome)
 
     def retry_after_error(self, key: str, exc: BaseException) -> None:
         """Count an unexpected error while reconciling ``key`` as a failed attempt."""
@@ -185,23 +233,25 @@ class ReconcileStep:
 
     def _on_success(self, key: str, d: Desired, op: str, resource: Resource,
                     prerequisites: list[str]) -> None:
-        previous = self.applied.get(key)
         if op == "apply":
-            self.state.set_applied(key, d.revision, d.stored, prerequisites)
+            previous = self.state.set_applied(key, d.revision, d.stored, prerequisites)
             self._reindex(key, previous, prerequisites)
             if previous is None:
-                self._meters.cached(kind_of_key(key), +1)
+                self._meters.cached(resource.kind, +1)
             if d.live and resource.metadata.updated_at is not None:
                 # Epoch seconds: a third of the cost of subtracting datetimes.
                 delay = time.time() - resource.metadata.updated_at.timestamp()
                 self._observe_propagation(max(0.0, delay))
         else:
+            previous = self.applied.get(key)
             if previous is not None:
                 self.state.drop_applied(key)
                 self._reindex(key, previous, ())
-                self._meters.cached(kind_of_key(key), -1)
-        self.limiter.forget(key)
-        self.repair_limiter.forget(key)
+                self._meters.cached(resource.kind, -1)
+        if key in self._counting:
+            self.limiter.forget(key)
+        if key in self._repair_counting:
+            self.repair_limiter.forget(key)
         current = self.desired.get(key)
         if current is d or (current is not None and self._is_settled(key, current)):
             self.progress.settle(key)
@@ -210,7 +260,7 @@ class ReconcileStep:
             # (a delete arriving during the first apply): make sure it is done.
             self.progress.mark_unsettled(key, current.revision)
             self.queue.add(key, PRIO_LIVE if current.live else PRIO_REPAIR)
-        if key in self.failures and (current is d or current is None
+        if key in self._failed and (current is d or current is None
                                      or self._is_settled(key, current)):
             self.scheduler.clear_failure(key)
         self._wake_waiters(key)

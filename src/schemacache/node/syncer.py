@@ -70,6 +70,10 @@ class EventSink(Protocol):
 
     def on_progress(self, revision: int) -> None: ...
 
+    def room(self, limit: int) -> int:
+        """Events that may be taken before :meth:`full` is asked again."""
+        ...
+
     async def capacity(self, limit: int) -> None:
         """Return once another event can be taken (backpressure)."""
 
@@ -236,18 +240,23 @@ class Syncer:
         burst = BurstPause()
         ender: asyncio.Task[None] | None = None
         try:
-            async for event in self.registry.watch_progress("", start_revision=start):
-                if isinstance(event, WatchProgress):
-                    rec.on_progress(event.revision)
+            room = 0  # events that may be taken before back-pressure is checked again
+            async for batch in self.registry.watch_batches("", start_revision=start):
+                if isinstance(batch, WatchProgress):
+                    rec.on_progress(batch.revision)
                     continue
-                # Back-pressure only between revisions: the events of one
-                # revision (an etcd transaction: a whole apply or cascade) are
-                # taken without yielding, so neither a state flush nor a status
-                # answer ever sees a revision received in part.
-                if event.revision > rec.received_revision and rec.full(limit):
-                    await rec.capacity(limit)
-                rec.on_event(event)
-                self._events += 1
+                for event in batch:
+                    # Back-pressure only between revisions: the events of one
+                    # revision (an etcd transaction: a whole apply or cascade)
+                    # are taken without yielding, so neither a state flush nor
+                    # a status answer ever sees a revision received in part.
+                    if room <= 0 and event.revision > rec.received_revision:
+                        if rec.full(limit):
+                            await rec.capacity(limit)
+                        room = rec.room(limit)
+                    rec.on_event(event)
+                    room -= 1
+                self._events += len(batch)
                 if not burst.active and rec.urgent >= BURST_KEYS:
                     # A backlog: catch up with the collector off (see BurstPause).
                     burst.start()

@@ -41,7 +41,8 @@ class Workers:
 
     :param queue: where keys come from.
     :param count: concurrent workers.
-    :param reconcile: ``await reconcile(key, prio)`` handles one key.
+    :param reconcile: ``reconcile(key, prio)`` handles one key: ``None`` when
+        done, else an awaitable that finishes it.
     :param on_error: called with the key and the exception when ``reconcile``
         raised unexpectedly (the key must not be lost).
     :param outcome: after a key was handled: ``None`` while a worker is not done
@@ -50,7 +51,7 @@ class Workers:
     """
 
     def __init__(self, queue: WorkQueue, count: int, *,
-                 reconcile: Callable[[str, int], Awaitable[None]],
+                 reconcile: Callable[[str, int], Awaitable[None] | None],
                  on_error: Callable[[str, Exception], None],
                  outcome: Callable[[str], bool | None]):
         self.queue = queue
@@ -94,7 +95,9 @@ class Workers:
             item = queue.pop_nowait()
             key, prio = item if item is not None else await queue.pop()
             try:
-                await self._reconcile(key, prio)
+                pending = self._reconcile(key, prio)
+                if pending is not None:
+                    await pending
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -224,6 +224,25 @@ class Registry(abc.ABC):
         """
         return self.watch(prefix, start_revision)
 
+    async def watch_batches(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncIterator[Sequence[Event] | WatchProgress]:
+        """As :meth:`watch_progress`, with the events in batches: non-empty
+        sequences, in revision order, as the backend reads them (a catching-up
+        consumer then pays for one step of the iterator per batch, not per
+        event).  Closing the iterator stops the watch.
+
+        The default yields each event of :meth:`watch_progress` on its own.
+        """
+        items = self.watch_progress(prefix, start_revision)
+        try:
+            async for item in items:
+                yield item if isinstance(item, WatchProgress) else (item,)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     # --- node registrations ---------------------------------------------------
 
     @abc.abstractmethod

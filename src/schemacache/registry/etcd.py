@@ -142,6 +142,12 @@ class EtcdRegistry(Registry):
         """
         return self._watches.watch(prefix, start_revision, progress=True)
 
+    def watch_batches(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncIterator[builtins.list[Event] | WatchProgress]:
+        """As :meth:`watch_progress`, the events of each etcd watch response in one list."""
+        return self._watches.batches(prefix, start_revision, progress=True)
+
     # --- node registrations -----------------------------------------------------------
 
     async def register_node(

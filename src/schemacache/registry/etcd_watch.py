@@ -13,7 +13,8 @@ after, or refused without a user, raises a permission error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -75,6 +76,18 @@ class EtcdWatch:
     ) -> AsyncIterator[Event | WatchProgress]:
         """The events under ``prefix`` from ``start_revision`` (``None``: from now),
         and with ``progress`` etcd's progress notifications, until the registry closes."""
+        async with contextlib.aclosing(self.batches(prefix, start_revision, progress)) as items:
+            async for item in items:
+                if isinstance(item, WatchProgress):
+                    yield item
+                else:
+                    for event in item:
+                        yield event
+
+    async def batches(
+        self, prefix: str, start_revision: int | None, progress: bool
+    ) -> AsyncGenerator[list[Event] | WatchProgress, None]:
+        """As :meth:`watch`, the events of each etcd watch response in one list."""
         calls = self._calls
         next_rev = await self._revision() + 1 if start_revision is None else start_revision
         start = self._keys.schema_key(prefix)
@@ -94,8 +107,7 @@ class EtcdWatch:
                         yield item
                         next_rev = item.revision + 1
                         continue
-                    for event in item:
-                        yield event
+                    yield item
                     next_rev = item[-1].revision + 1
                     delay = WATCH_BACKOFF_MIN
             except _WatchDenied as exc:

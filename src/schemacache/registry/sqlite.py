@@ -179,6 +179,11 @@ class SqliteRegistry(Registry):
     ) -> AsyncGenerator[Event, None]:
         return self._watches.watch(prefix, start_revision)
 
+    def watch_batches(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncGenerator[builtins.list[Event], None]:
+        return self._watches.batches(prefix, start_revision)
+
     # --- node registrations ---------------------------------------------------
 
     async def register_node(

@@ -18,8 +18,10 @@ from ..errors import CompactedError, RegistryRewoundError
 from ..model import Event, EventType, Resource
 from .history import change_mark, event_mark
 
-WATCH_BATCH = 1000
-"""Change rows read per watch step."""
+WATCH_BATCH = 500
+"""Change rows read per watch step.  A watch reads the next batch while its
+consumer takes the last one, and smaller batches keep both sides busy sooner
+(500 caught up a little faster than 1,000 or 2,000, no slower than 250)."""
 
 # A dict lookup: calling the enum by value costs more than the rest of an event.
 _EVENT_TYPES = {t.value: t for t in EventType}
@@ -28,15 +30,17 @@ _EVENT_TYPES = {t.value: t for t in EventType}
 def decode(value: str, share_strings: bool = True) -> Resource:
     """A stored resource from its JSON text.
 
-    :param share_strings: make repeated strings one object (default ``True``:
-        a listing's resources live long, and share their field names and
-        types); a watched change's model lives only until its key settles,
-        and not sharing saves a fifth of its parse.
+    :param share_strings: make every repeated string one object (default
+        ``True``: a listing's resources live long, and share their field
+        names, types and groups); a watched change's model lives only until
+        its key settles, and sharing only the field names parses it faster
+        (3.4 µs instead of 4.4 µs for a measure; sharing nothing is the
+        slowest: each field name is then a new string hashed on insert).
     """
     # pydantic-core's parser is about twice as fast as json.loads here (every
     # listing and watch batch decodes through it).
     return Resource.from_stored(pydantic_core.from_json(
-        value, cache_strings="all" if share_strings else "none"))
+        value, cache_strings="all" if share_strings else "keys"))
 
 
 def read_meta(conn: sqlite3.Connection) -> tuple[str, int, int]:

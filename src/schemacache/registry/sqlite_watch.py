@@ -2,7 +2,9 @@
 
 A watcher reads the change log from its cursor on (see
 :func:`~schemacache.registry.sqlite_changes.read_changes`) until it is
-exhausted, then waits for a wake-up.  Commits of this registry instance wake
+exhausted, then waits for a wake-up; while its consumer takes one batch, the
+next one is read on a reader thread (a catch-up then decodes and applies at
+once, rather than by turns).  Commits of this registry instance wake
 the watchers at once (:meth:`SqliteWatch.notify`); commits of other
 connections (other processes) are noticed by a poller, one task while any
 watch is open, checking ``PRAGMA data_version`` every ``poll_interval``
@@ -12,8 +14,10 @@ seconds, a check that costs no read of the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from ..errors import RegistryUnavailableError, SchemaCacheError
 from ..model import Event
@@ -31,6 +35,11 @@ WATCH_SAFETY_WAKEUP = 1.0
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class SqliteWatch:
@@ -68,6 +77,16 @@ class SqliteWatch:
     ) -> AsyncGenerator[Event, None]:
         """The events under ``prefix`` (default: all) from ``start_revision``
         (default ``None``: the next revision) on, until the registry closes."""
+        async with contextlib.aclosing(self.batches(prefix, start_revision)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def batches(
+        self, prefix: str = "", start_revision: int | None = None
+    ) -> AsyncGenerator[list[Event], None]:
+        """As :meth:`watch`, the events of each read of the change log in one
+        list (never empty)."""
         conns = self._conns
         if conns.closed:
             return
@@ -79,26 +98,47 @@ class SqliteWatch:
             else:
                 next_rev = start_revision
             last_mark: str | None = None
-            while not conns.closed:
-                seen = self._generation
-                try:
-                    events, after, last_mark = await conns.read(
-                        read_changes, prefix, next_rev, last_mark)
-                except RegistryUnavailableError:
-                    if conns.closed:
-                        return
-                    raise
-                for event in events:
-                    yield event
-                if after != next_rev:
-                    # Rows were read (maybe none under ``prefix``): read on
-                    # until the log is exhausted before waiting.
-                    next_rev = after
-                    continue
-                if self._generation == seen and not conns.closed:
-                    await self._wait_for_change(seen)
+            # The read under way: the next batch is read while the consumer
+            # takes the last one.
+            ahead: asyncio.Task[tuple[list[Event], int, str | None]] | None = None
+            try:
+                while not conns.closed:
+                    if ahead is None:
+                        seen = self._generation
+                        ahead = self._read_ahead(prefix, next_rev, last_mark)
+                    try:
+                        events, after, last_mark = await ahead
+                    except RegistryUnavailableError:
+                        if conns.closed:
+                            return
+                        raise
+                    ahead = None
+                    if after != next_rev:
+                        # Rows were read (maybe none under ``prefix``): read on
+                        # until the log is exhausted before waiting.
+                        next_rev = after
+                        seen = self._generation
+                        ahead = self._read_ahead(prefix, next_rev, last_mark)
+                        if events:
+                            yield events
+                        continue
+                    if events:
+                        yield events
+                    if self._generation == seen and not conns.closed:
+                        await self._wait_for_change(seen)
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
         finally:
             self._watchers -= 1
+
+    def _read_ahead(self, prefix: str, next_rev: int, last_mark: str | None
+                    ) -> asyncio.Task[tuple[list[Event], int, str | None]]:
+        """Start reading the changes from ``next_rev`` on (see :func:`read_changes`)."""
+        task = asyncio.ensure_future(self._conns.read(read_changes, prefix, next_rev, last_mark))
+        # A read left behind when the watch closes: its outcome is nobody's.
+        task.add_done_callback(_ignore_outcome)
+        return task
 
     def notify(self) -> None:
         """Wake every idle watcher: something was committed (or the registry closes)."""
