@@ -361,6 +361,13 @@ def _step(parts: Parts, handler: Recorder) -> ReconcileStep:
         retry_gap=30.0)
 
 
+async def run_step(step: ReconcileStep, key: str, prio: int) -> None:
+    """One reconcile step of ``key``, to its end."""
+    pending = step.step(key, prio)
+    if pending is not None:
+        await pending
+
+
 async def test_step_applies_prerequisites_first_and_deletes(parts: Parts) -> None:
     handler = Recorder()
     step = _step(parts, handler)
@@ -368,20 +375,20 @@ async def test_step_applies_prerequisites_first_and_deletes(parts: Parts) -> Non
     parts.put(g, 2)
     parts.put(m, 3)
     parts.progress.mark_unsettled(m.key, 3)
-    await step.reconcile(m.key, PRIO_LIVE)
+    await run_step(step, m.key, PRIO_LIVE)
     assert handler.calls == [] and parts.deps.blockers(m.key) == [g.key]
     assert step.outcome(m.key) is None  # its group is still to be applied
-    await step.reconcile(g.key, PRIO_LIVE)
+    await run_step(step, g.key, PRIO_LIVE)
     assert handler.calls == [("apply", g.key, 2)]
     assert parts.queued() == [(m.key, PRIO_LIVE)]  # woken by its group
-    await step.reconcile(m.key, PRIO_LIVE)
+    await run_step(step, m.key, PRIO_LIVE)
     assert handler.calls[-1] == ("apply", m.key, 3) and parts.state.applied[m.key][0] == 3
     assert parts.progress.is_settled(m.key) and step.outcome(m.key) is True
     assert parts.deps.dependents(g.key) == {m.key}
     parts.state.set_desired(m.key, Desired(5, True, parts.state.desired[m.key].stored))
-    await step.reconcile(m.key, PRIO_LIVE)
+    await run_step(step, m.key, PRIO_LIVE)
     assert handler.calls[-1] == ("delete", m.key, 3) and m.key not in parts.state.applied
-    await step.reconcile(m.key, PRIO_LIVE)  # settled: no call
+    await run_step(step, m.key, PRIO_LIVE)  # settled: no call
     assert len(handler.calls) == 3 and step.longest_running() == 0.0
 
 
@@ -395,12 +402,12 @@ async def test_step_retries_then_records_the_failure_and_asks_for_repair(
     parts.put(g, 2)
     parts.progress.mark_unsettled(g.key, 2)
     handler.fail[g.key] = RuntimeError("disk\nfull")
-    await step.reconcile(g.key, PRIO_LIVE)
+    await run_step(step, g.key, PRIO_LIVE)
     assert parts.limiter.attempts(g.key) == 1 and parts.queue.is_held(g.key)
     assert g.key not in parts.failures
     await until(lambda: parts.queue.pop_nowait() is not None, "the retry timer", within=5.0)
     parts.queue.done(g.key)
-    await step.reconcile(g.key, PRIO_LIVE)  # the second of max_attempts=2
+    await run_step(step, g.key, PRIO_LIVE)  # the second of max_attempts=2
     record = parts.failures.get(g.key)
     assert record is not None and (record.revision, record.attempts) == (2, 2)
     assert "disk" in record.last_error
@@ -408,11 +415,11 @@ async def test_step_retries_then_records_the_failure_and_asks_for_repair(
     assert [a["labels"]["alertname"] for a in parts.alerter.active()] == [ALERT_EXHAUSTED]
     assert parts.queue.is_held(g.key)  # the repair backoff brings it back
     # A repair attempt that fails counts on the record; one that succeeds clears it.
-    await step.reconcile(g.key, PRIO_REPAIR)
+    await run_step(step, g.key, PRIO_REPAIR)
     record = parts.failures.get(g.key)
     assert record is not None and record.attempts == 3
     del handler.fail[g.key]
-    await step.reconcile(g.key, PRIO_REPAIR)
+    await run_step(step, g.key, PRIO_REPAIR)
     assert g.key not in parts.failures and parts.alerter.active() == []
     assert repairs.reasons == ["exhausted"]
 
@@ -423,7 +430,7 @@ async def test_step_permanent_error_and_unexpected_error(parts: Parts) -> None:
     g, h = group("g"), group("h")
     parts.put(g, 2)
     handler.fail[g.key] = PermanentError("bad spec")
-    await step.reconcile(g.key, PRIO_LIVE)
+    await run_step(step, g.key, PRIO_LIVE)
     record = parts.failures.get(g.key)
     assert record is not None and record.attempts == 1 and len(handler.calls) == 1
     parts.put(h, 3)

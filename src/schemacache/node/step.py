@@ -115,12 +115,6 @@ class ReconcileStep:
         # When each running handler call started (``time.perf_counter``).
         self._running: dict[str, float] = {}
 
-    async def reconcile(self, key: str, prio: int) -> None:
-        """Take ``key`` one step towards its desired version (see :meth:`step`)."""
-        pending = self.step(key, prio)
-        if pending is not None:
-            await pending
-
     def step(self, key: str, prio: int) -> Awaitable[None] | None:
         """Take ``key`` one step towards its desired version (``prio``: the
         priority it was queued at, which it keeps if it must wait): ``None``
@@ -185,10 +179,8 @@ class ReconcileStep:
     def _ended(self, key: str, d: Desired, op: str, resource: Resource,
                prerequisites: list[str], failed: bool, started: float,
                error: BaseException | None) -> None:
-        """Record the outcome of the handler call ``op`` on ``resource``, version
-        ``d`` of ``key``, started at ``started`` (``failed``: the key has a
-        failure record at that version; ``error``: what the call raised,
-        ``None`` when it succeeded)."""
+        """Record how the call ``op`` of ``resource`` (``d``, ``failed``: as
+        :meth:`step` saw them) ended: ``error`` raised, or ``None``."""
         self._running.pop(key, None)
         kind = resource.kind
         outcome = "ok" if error is None else _outcome_of(error)
