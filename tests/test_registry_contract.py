@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,15 +28,11 @@ from schemacache.registry.base import WatchProgress
 WATCH_DEADLINE = 20.0
 
 
-async def collect(registry: Registry, start: int, count: int, prefix: str = "") -> list[Event]:
-    """The first ``count`` events of a watch from ``start`` (fails after a deadline)."""
-    events: list[Event] = []
-    watch = registry.watch(prefix, start_revision=start)
-
+async def _take(watch: AsyncIterator[Any], enough: Callable[[Any], bool]) -> None:
+    """Iterate ``watch`` until ``enough(item)`` holds (fails after a deadline), then close it."""
     async def run() -> None:
-        async for ev in watch:
-            events.append(ev)
-            if len(events) == count:
+        async for item in watch:
+            if enough(item):
                 return
 
     try:
@@ -42,6 +40,17 @@ async def collect(registry: Registry, start: int, count: int, prefix: str = "") 
     finally:
         with contextlib.suppress(Exception):
             await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def collect(registry: Registry, start: int, count: int, prefix: str = "") -> list[Event]:
+    """The first ``count`` events of a watch from ``start`` (fails after a deadline)."""
+    events: list[Event] = []
+
+    def enough(event: Event) -> bool:
+        events.append(event)
+        return len(events) == count
+
+    await _take(registry.watch(prefix, start_revision=start), enough)
     return events
 
 
@@ -125,20 +134,13 @@ async def collect_batches(registry: Registry, start: int, count: int) -> list[li
     """The batches of ``watch_batches`` from ``start`` until they held ``count``
     events (fails after a deadline)."""
     batches: list[list[Event]] = []
-    watch = registry.watch_batches("", start_revision=start)
 
-    async def run() -> None:
-        async for item in watch:
-            if not isinstance(item, WatchProgress):
-                batches.append(list(item))
-                if sum(map(len, batches)) >= count:
-                    return
+    def enough(item: Sequence[Event] | WatchProgress) -> bool:
+        if not isinstance(item, WatchProgress):
+            batches.append(list(item))
+        return sum(map(len, batches)) >= count
 
-    try:
-        await asyncio.wait_for(run(), WATCH_DEADLINE)
-    finally:
-        with contextlib.suppress(Exception):
-            await watch.aclose()  # type: ignore[attr-defined]
+    await _take(registry.watch_batches("", start_revision=start), enough)
     return batches
 
 
