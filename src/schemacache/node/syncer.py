@@ -240,11 +240,13 @@ class Syncer:
         burst = BurstPause()
         ender: asyncio.Task[None] | None = None
         try:
-            room = 0  # events that may be taken before back-pressure is checked again
             async for batch in self.registry.watch_batches("", start_revision=start):
                 if isinstance(batch, WatchProgress):
                     rec.on_progress(batch.revision)
                     continue
+                # Events that may be taken before back-pressure is checked again
+                # (at once: retries may have been queued while the batch came).
+                room = 0
                 for event in batch:
                     # Back-pressure only between revisions: the events of one
                     # revision (an etcd transaction: a whole apply or cascade)
