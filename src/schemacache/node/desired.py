@@ -35,10 +35,7 @@ class Desired:
     def of(cls, revision: int, deleted: bool, resource: Resource, live: bool = False,
            text: str | None = None) -> Desired:
         """The desired version ``resource`` (``text``: its stored JSON, if at hand)."""
-        # The record built here rather than by StoredResource.of: once per event.
-        stored = StoredResource(resource.to_json() if text is None else text,
-                                resource.metadata.mod_revision)
-        return cls(revision, deleted, stored, live, resource)
+        return cls(revision, deleted, StoredResource.of(resource, text), live, resource)
 
     @property
     def resource(self) -> Resource:
